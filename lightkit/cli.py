@@ -1,0 +1,114 @@
+"""``lightkit`` command line: LightningCLI with lightkit's links, defaults and a run summary.
+
+    python cli.py fit --config configs/quickstart.yaml
+    python cli.py test --config configs/quickstart.yaml --ckpt_path runs/.../best.ckpt
+    python cli.py predict --config configs/quickstart.yaml --ckpt_path ... --data.init_args.predict_path imgs/
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before albumentations / wandb / huggingface_hub are imported by anything: no update check, no
+# error-reporting probe at exit. HF_HUB_OFFLINE is NOT forced: users with a network keep the hub.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.loggers import WandbLogger  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from lightkit.callbacks.prediction_writer import PredictionWriter  # noqa: E402
+
+__all__ = ["LightkitCLI", "main"]
+
+
+class LightkitCLI(LightningCLI):
+    """LightningCLI with the data module's ``num_classes``, ``in_chans`` and ``class_names`` linked
+    into the model (one source of truth), an optional test of the best checkpoint after ``fit``, a
+    summary table, and a prediction CSV writer on ``predict``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True,
+            help="After fit, test the best checkpoint (or the last weights) on the test split and print a summary.",
+        )
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    # -- fit ---------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def after_fit(self) -> None:
+        fit_seconds = time.perf_counter() - self._t0
+        cfg = self.config[self.subcommand]
+        trainer = self.trainer
+        if trainer.interrupted:
+            return
+        results: dict[str, float] = {}
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.get("test_after_fit", True) and self.datamodule is not None and _has_test(self.datamodule):
+            out = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
+            results = {k: float(v) for k, v in (out[0] if out else {}).items()}
+        if trainer.is_global_zero:
+            _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt)
+
+    # -- predict -----------------------------------------------------------------------------
+    def before_predict(self) -> None:
+        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
+
+
+def _has_test(datamodule: LightningDataModule) -> bool:
+    return type(datamodule).test_dataloader is not LightningDataModule.test_dataloader
+
+
+def _wandb_dir(trainer: Trainer) -> str | None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            return getattr(run, "dir", None) and str(Path(run.dir).parent)
+    return None
+
+
+def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, total_s: float, ckpt: str) -> None:
+    table = Table(title="lightkit run summary", show_header=False)
+    for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss"):
+        if key in results:
+            value = results[key]
+            table.add_row(key, f"{100 * value:.2f} %" if "acc" in key or "f1" in key else f"{value:.4f}")
+    table.add_row("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}")
+    table.add_row("fit time", f"{fit_s:.1f} s")
+    table.add_row("total time (fit + test)", f"{total_s:.1f} s")
+    table.add_row("checkpoint", ckpt or "(none saved)")
+    wandb_dir = _wandb_dir(trainer)
+    if wandb_dir:
+        table.add_row("W&B run", wandb_dir)
+    if trainer.log_dir:
+        table.add_row("log dir", str(trainer.log_dir))
+    Console(width=120).print(table)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> LightkitCLI:
+    """Entry point of ``lightkit`` and ``cli.py``."""
+    return LightkitCLI(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

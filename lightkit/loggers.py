@@ -1,0 +1,68 @@
+"""A W&B logger that is offline unless asked otherwise and never waits on a missing network."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightkit.models.encoder import hub_reachable
+
+__all__ = ["WandbLogger"]
+
+WANDB_HOST = "api.wandb.ai"
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's ``WandbLogger`` with safe defaults for machines without a network.
+
+    - ``offline=None`` (default) means offline unless ``WANDB_MODE=online`` is set; the run is written
+      to ``<save_dir>/wandb/offline-run-*`` and can be uploaded later with ``wandb sync``.
+    - Online is only attempted when ``api.wandb.ai`` answers within ``probe_timeout`` seconds;
+      otherwise the logger falls back to offline with a warning instead of hanging ~100 s.
+    - ``WANDB_MODE=disabled`` is honoured (Lightning's logger would silently turn it into dryrun).
+    - W&B's error-reporting probe at exit (about 10 s on a network that drops packets) is turned off
+      unless the user set ``WANDB_ERROR_REPORTING`` themselves.
+
+    Args:
+        project: W&B project name.
+        name: run name (default: W&B's generated name).
+        save_dir: folder the run files go in.
+        offline: True/False to force; None to follow ``WANDB_MODE`` (offline by default).
+        log_model: upload checkpoints as artifacts (online only; W&B refuses it offline).
+        group: W&B run group.
+        tags: W&B run tags.
+        probe_timeout: seconds to wait for the W&B server before going offline.
+    """
+
+    def __init__(
+        self,
+        project: str = "lightkit",
+        name: str | None = None,
+        save_dir: str = "runs",
+        offline: bool | None = None,
+        log_model: bool = False,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        probe_timeout: float = 3.0,
+    ) -> None:
+        mode_env = os.environ.get("WANDB_MODE", "").lower()
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+        if offline is None:
+            offline = mode_env != "online"
+        if not offline and not hub_reachable(WANDB_HOST, timeout=probe_timeout):
+            rank_zero_warn(f"lightkit WandbLogger: {WANDB_HOST} unreachable; logging offline (upload later with `wandb sync`).")
+            offline = True
+        if offline and log_model:
+            rank_zero_warn("lightkit WandbLogger: log_model needs an online run; checkpoints stay on disk only.")
+            log_model = False
+        extra: dict[str, Any] = {}
+        if mode_env == "disabled":
+            extra["mode"] = "disabled"
+        os.makedirs(save_dir, exist_ok=True)
+        super().__init__(
+            project=project, name=name, save_dir=save_dir, offline=offline, log_model=log_model,
+            group=group, tags=tags, **extra,
+        )

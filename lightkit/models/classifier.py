@@ -1,0 +1,210 @@
+"""``ImageClassifier``: a timm encoder, a custom head, named parameter groups built once."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
+from lightkit.models.heads import Activation, ClassifierHead, HeadInit
+
+__all__ = ["ImageClassifier", "build_param_groups", "lr_scheduler_config", "no_weight_decay"]
+
+
+def no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and 1-D parameters (norm scales/shifts) get no weight decay (Loshchilov & Hutter 2019)."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def build_param_groups(named_groups: list[tuple[str, list[tuple[str, nn.Parameter]]]]) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: one per named layer group, split into decay / no-decay.
+
+    Each dict carries ``name`` (``LearningRateMonitor`` uses it: ``"encoder.stem"``,
+    ``"encoder.stem/no_decay"``, ``"head"``) and ``group`` (the layer group it belongs to), so a
+    callback can address all optimizer groups of one layer group by ``group``. No-decay groups set
+    ``weight_decay=0``; decay groups inherit the optimizer's ``weight_decay``.
+    """
+    out: list[dict[str, Any]] = []
+    for group, named in named_groups:
+        decay = [p for n, p in named if not no_weight_decay(n, p)]
+        plain = [p for n, p in named if no_weight_decay(n, p)]
+        if decay:
+            out.append({"params": decay, "name": group, "group": group})
+        if plain:
+            out.append({"params": plain, "name": f"{group}/no_decay", "group": group, "weight_decay": 0.0})
+    return out
+
+
+def lr_scheduler_config(
+    scheduler_factory: LRSchedulerCallable, optimizer: torch.optim.Optimizer, trainer: Any
+) -> dict[str, Any]:
+    """Build the scheduler and the Lightning ``lr_scheduler`` config dict for it.
+
+    Schedulers whose constructor takes ``total_steps`` / ``steps_per_epoch`` are given the trainer's
+    figures (``estimated_stepping_batches``), so a YAML can speak in fractions of training. Schedulers
+    that say so (an ``interval`` attribute) step per optimizer step; plain torch schedulers step per
+    epoch, as their docs assume. ``ReduceLROnPlateau`` monitors ``val/loss``.
+    """
+    kwargs: dict[str, Any] = {}
+    try:
+        params = inspect.signature(scheduler_factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if trainer is not None and ("total_steps" in params or "steps_per_epoch" in params):
+        total = int(trainer.estimated_stepping_batches)
+        epochs = max(int(trainer.max_epochs or 1), 1) if trainer.max_epochs not in (None, -1) else 1
+        if "total_steps" in params:
+            kwargs["total_steps"] = total
+        if "steps_per_epoch" in params:
+            kwargs["steps_per_epoch"] = max(total // epochs, 1)
+    scheduler = scheduler_factory(optimizer, **kwargs)
+    config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        config["monitor"] = getattr(scheduler, "monitor", "val/loss")
+    return config
+
+
+class ImageClassifier(LightningModule):
+    """Image classification with any timm encoder and an MLP head.
+
+    Optimizer and scheduler are injected as callables (LightningCLI ``OptimizerCallable`` /
+    ``LRSchedulerCallable``) so that this module builds the parameter groups itself, once: one
+    group per encoder stage from timm's ``group_matcher`` (``encoder.stem``, ``encoder.block1``...)
+    plus ``head``, each split into weight-decay and no-decay (biases, norms). Callbacks find the
+    layer groups, stem to head, in ``layer_groups()`` and the optimizer groups by their ``group`` key.
+
+    Args:
+        encoder: timm model name (``resnet18``, ``resnet18.a1_in1k``, ``hf-hub:timm/...``).
+        num_classes: number of classes (linked from the data module by the CLI).
+        pretrained: ``false``, ``true``, a local weights file / lightkit checkpoint, ``local-dir:``
+            folder or Hugging Face repo id; see :func:`lightkit.models.encoder.create_encoder`.
+        in_chans: input channels (linked from the data module by the CLI).
+        hidden: hidden widths of the head (empty: linear head).
+        dropout: dropout before each head layer.
+        activation: head activation.
+        head_init: head weight init (``auto`` matches the activation).
+        label_smoothing: cross-entropy label smoothing epsilon (Szegedy et al. 2016).
+        drop_path_rate: stochastic depth in the encoder, where supported.
+        class_names: names of the classes, for predictions and exports (linked by the CLI).
+        optimizer: optimizer factory called with the parameter groups.
+        lr_scheduler: scheduler factory called with the optimizer (and ``total_steps`` /
+            ``steps_per_epoch`` when it accepts them).
+
+    Logged keys: ``{train,val,test}/loss``, ``/acc``, ``/acc_top5`` (when num_classes > 5), ``/f1``.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "resnet18",
+        num_classes: int = 10,
+        pretrained: bool | str = False,
+        in_chans: int = 3,
+        hidden: list[int] | None = None,
+        dropout: float = 0.0,
+        activation: Activation = "relu",
+        head_init: HeadInit = "auto",
+        label_smoothing: float = 0.0,
+        drop_path_rate: float | None = None,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"ImageClassifier: label_smoothing={label_smoothing} must be in [0, 1).")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"ImageClassifier: {len(class_names)} class_names for num_classes={num_classes}; "
+                f"give one name per class."
+            )
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.encoder = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate)
+        self.head = ClassifierHead(self.encoder.num_features, num_classes, hidden, dropout, activation, head_init)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.label_smoothing = label_smoothing
+        self.data_config = encoder_data_config(self.encoder)
+        metrics = {"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")}
+        if num_classes > 5:
+            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        base = MetricCollection(metrics)
+        self.train_metrics = base.clone(prefix="train/")
+        self.val_metrics = base.clone(prefix="val/")
+        self.test_metrics = base.clone(prefix="test/")
+
+    # -- model -------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder features, shape (N, encoder.num_features)."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+    def layer_groups(self) -> list[tuple[str, list[tuple[str, nn.Parameter]]]]:
+        """Named layer groups from the stem to the head, each a list of ``(param_name, param)``."""
+        params = dict(self.named_parameters())
+        groups = [
+            (f"encoder.{label}", [(f"encoder.{n}", params[f"encoder.{n}"]) for n in names])
+            for label, names in encoder_layer_groups(self.encoder)
+        ]
+        groups.append(("head", [(n, p) for n, p in self.named_parameters() if n.startswith("head.")]))
+        return groups
+
+    # -- steps -------------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy; ``target`` is class indices (N,) or soft targets (N, C) from mixing."""
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+    def _shared_step(self, batch: Any, metrics: MetricCollection, stage: str) -> torch.Tensor:
+        x, target = batch[0], batch[1]
+        logits = self(x)
+        loss = self.loss(logits, target)
+        # With soft (mixed) targets, accuracy is measured against the dominant label.
+        hard = target.argmax(dim=1) if target.ndim == 2 else target
+        metrics.update(logits.detach(), hard)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True,
+                 batch_size=x.shape[0], sync_dist=not on_step)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        probs = self(x).softmax(dim=1)
+        out = {"probs": probs}
+        if isinstance(batch, (tuple, list)) and len(batch) > 1:
+            out["index"] = batch[1]
+        return out
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(build_param_groups(self.layer_groups()))
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler_config(self.lr_scheduler_factory, optimizer, self.trainer if self._trainer is not None else None)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What inference needs besides the weights: the preprocessing the data module applied.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        preprocessing = getattr(datamodule, "preprocessing", None)
+        checkpoint["lightkit"] = {
+            "preprocessing": dict(preprocessing) if preprocessing else dict(self.data_config),
+            "class_names": self.hparams.get("class_names"),
+        }

@@ -1,0 +1,146 @@
+"""ImageClassifier: shapes, parameter groups, no-decay filter, label smoothing, heads, a short fit."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightkit.models.classifier import ImageClassifier, build_param_groups, lr_scheduler_config
+from lightkit.models.heads import ClassifierHead
+
+
+def _model(**kw) -> ImageClassifier:
+    kw.setdefault("encoder", "test_resnet")
+    kw.setdefault("num_classes", 10)
+    kw.setdefault("in_chans", 1)
+    return ImageClassifier(**kw)
+
+
+def test_forward_shape_and_features() -> None:
+    m = _model(hidden=[32, 16], dropout=0.1)
+    x = torch.randn(3, 1, 32, 32)
+    assert m(x).shape == (3, 10)
+    assert m.forward_features(x).shape == (3, m.encoder.num_features)
+
+
+def test_layer_groups_stem_to_head_cover_all_params() -> None:
+    m = _model()
+    groups = m.layer_groups()
+    names = [g for g, _ in groups]
+    assert names[0] == "encoder.stem" and names[-1] == "head"
+    flat = [n for _, ps in groups for n, _ in ps]
+    assert sorted(flat) == sorted(n for n, _ in m.named_parameters())
+
+
+def test_optimizer_groups_named_and_no_decay_on_bias_and_norm() -> None:
+    m = _model(optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05))
+    opt = m.configure_optimizers()
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert "head" in by_name and "head/no_decay" in by_name and "encoder.stem/no_decay" in by_name
+    id_to_name = {id(p): n for n, p in m.named_parameters()}
+    for g in opt.param_groups:
+        names = [id_to_name[id(p)] for p in g["params"]]
+        if g["name"].endswith("/no_decay"):
+            assert g["weight_decay"] == 0.0
+            assert all(n.endswith(".bias") or m.get_parameter(n).ndim == 1 for n in names)
+        else:
+            assert g["weight_decay"] == 0.05
+            assert all(m.get_parameter(n).ndim > 1 for n in names)
+    n_opt = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_opt == len(list(m.parameters()))
+
+
+def test_build_param_groups_skips_empty() -> None:
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    assert build_param_groups([("a", [("a.weight", p)]), ("b", [])]) == [{"params": [p], "name": "a", "group": "a"}]
+
+
+def test_label_smoothing_loss_value() -> None:
+    m = _model(label_smoothing=0.1)
+    logits = torch.zeros(2, 10)
+    # Uniform logits: loss is ln(C) whatever the smoothing.
+    assert m.loss(logits, torch.tensor([1, 2])).item() == pytest.approx(math.log(10), rel=1e-6)
+    logits = torch.tensor([[10.0] + [0.0] * 9])
+    plain = _model().loss(logits, torch.tensor([0])).item()
+    smoothed = m.loss(logits, torch.tensor([0])).item()
+    assert smoothed > plain  # smoothing penalises over-confidence
+
+
+def test_soft_targets_accepted() -> None:
+    m = _model()
+    soft = torch.full((2, 10), 0.1)
+    assert torch.isfinite(m.loss(torch.randn(2, 10), soft))
+
+
+@pytest.mark.parametrize("activation,expected", [("relu", "kaiming"), ("tanh", "xavier")])
+def test_head_init_matches_activation(activation: str, expected: str) -> None:
+    torch.manual_seed(0)
+    head = ClassifierHead(4096, 10, hidden=[4096], activation=activation, init="auto")
+    std = head[0].weight.std().item()
+    target = math.sqrt(2 / 4096) if expected == "kaiming" else (5 / 3) * math.sqrt(2 / (4096 + 4096))
+    assert std == pytest.approx(target, rel=0.02)
+    assert torch.count_nonzero(head[0].bias) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_classes": 0}, r"num_classes=0 must be >= 1"),
+        ({"hidden": [0]}, r"hidden=\[0\] must contain positive widths"),
+        ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
+        ({"activation": "swish"}, r"activation='swish' is not one of"),
+        ({"init": "orthogonal"}, r"head_init='orthogonal' is not one of"),
+    ],
+)
+def test_head_errors(kwargs: dict, match: str) -> None:
+    args = {"in_features": 8, "num_classes": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ClassifierHead(**args)
+
+
+def test_classifier_errors() -> None:
+    with pytest.raises(ValueError, match=r"label_smoothing=1.0 must be in \[0, 1\)"):
+        _model(label_smoothing=1.0)
+    with pytest.raises(ValueError, match=r"2 class_names for num_classes=10"):
+        _model(class_names=["a", "b"])
+
+
+def test_scheduler_factory_gets_total_steps() -> None:
+    seen = {}
+
+    class Sched(torch.optim.lr_scheduler.LambdaLR):
+        interval = "step"
+
+        def __init__(self, optimizer, total_steps: int | None = None, steps_per_epoch: int | None = None):
+            seen.update(total=total_steps, per_epoch=steps_per_epoch)
+            super().__init__(optimizer, lambda s: 1.0)
+
+    class FakeTrainer:
+        estimated_stepping_batches = 40
+        max_epochs = 4
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    cfg = lr_scheduler_config(Sched, opt, FakeTrainer())
+    assert seen == {"total": 40, "per_epoch": 10} and cfg["interval"] == "step"
+    plateau = lr_scheduler_config(torch.optim.lr_scheduler.ReduceLROnPlateau, opt, FakeTrainer())
+    assert plateau["monitor"] == "val/loss" and plateau["interval"] == "epoch"
+
+
+def test_short_fit_logs_metrics_and_moves_weights(tmp_path) -> None:
+    x = torch.randn(24, 1, 32, 32)
+    y = torch.arange(24) % 10
+    dl = DataLoader(TensorDataset(x, y), batch_size=8)
+    m = _model(optimizer=partial(torch.optim.SGD, lr=0.1))
+    before = m.head[-1].weight.detach().clone()
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1, accelerator="cpu")
+    trainer.fit(m, dl, dl)
+    assert trainer.global_step == 2
+    assert not torch.equal(before, m.head[-1].weight)
+    for key in ("train/loss", "val/loss", "val/acc", "val/f1", "val/acc_top5"):
+        assert key in trainer.callback_metrics, key
