@@ -1,0 +1,14 @@
+"""lightkit LightningModules and the timm encoder helpers they stand on."""
+
+from lightkit.models.classifier import ImageClassifier, build_param_groups
+from lightkit.models.encoder import PretrainedWeightsError, create_encoder, encoder_data_config
+from lightkit.models.heads import ClassifierHead
+
+__all__ = [
+    "ClassifierHead",
+    "ImageClassifier",
+    "PretrainedWeightsError",
+    "build_param_groups",
+    "create_encoder",
+    "encoder_data_config",
+]

@@ -43,6 +43,10 @@ def build_param_groups(named_groups: list[tuple[str, list[tuple[str, nn.Paramete
     return out
 
 
+# torch schedulers whose parameters are counted in optimizer steps (their docs say so).
+_PER_STEP_TORCH = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+
+
 def lr_scheduler_config(
     scheduler_factory: LRSchedulerCallable, optimizer: torch.optim.Optimizer, trainer: Any
 ) -> dict[str, Any]:
@@ -50,8 +54,8 @@ def lr_scheduler_config(
 
     Schedulers whose constructor takes ``total_steps`` / ``steps_per_epoch`` are given the trainer's
     figures (``estimated_stepping_batches``), so a YAML can speak in fractions of training. Schedulers
-    that say so (an ``interval`` attribute) step per optimizer step; plain torch schedulers step per
-    epoch, as their docs assume. ``ReduceLROnPlateau`` monitors ``val/loss``.
+    that say so (an ``interval`` attribute) and torch's ``OneCycleLR`` / ``CyclicLR`` step per
+    optimizer step; other torch schedulers step per epoch, as their docs assume. ``ReduceLROnPlateau`` monitors ``val/loss``.
     """
     kwargs: dict[str, Any] = {}
     try:
@@ -66,7 +70,8 @@ def lr_scheduler_config(
         if "steps_per_epoch" in params:
             kwargs["steps_per_epoch"] = max(total // epochs, 1)
     scheduler = scheduler_factory(optimizer, **kwargs)
-    config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
+    default = "step" if isinstance(scheduler, _PER_STEP_TORCH) else "epoch"
+    config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", default)}
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         config["monitor"] = getattr(scheduler, "monitor", "val/loss")
     return config

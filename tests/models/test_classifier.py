@@ -129,6 +129,8 @@ def test_scheduler_factory_gets_total_steps() -> None:
     assert seen == {"total": 40, "per_epoch": 10} and cfg["interval"] == "step"
     plateau = lr_scheduler_config(torch.optim.lr_scheduler.ReduceLROnPlateau, opt, FakeTrainer())
     assert plateau["monitor"] == "val/loss" and plateau["interval"] == "epoch"
+    one_cycle = lr_scheduler_config(partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1), opt, FakeTrainer())
+    assert one_cycle["interval"] == "step" and one_cycle["scheduler"].total_steps == 40
 
 
 def test_short_fit_logs_metrics_and_moves_weights(tmp_path) -> None:
