@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lightkit.functional.penalties import l1_penalty
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
 
@@ -43,6 +46,20 @@ def build_param_groups(named_groups: list[tuple[str, list[tuple[str, nn.Paramete
     return out
 
 
+def _factory_target(factory: Any) -> tuple[Any, set[str]]:
+    """The class a (jsonargparse / functools) partial will build, and the keywords already bound.
+
+    LightningCLI hands ``lr_scheduler`` over as ``partial(instantiator, SchedulerClass, **init_args)``;
+    its own signature says nothing, so look through the partials for the class.
+    """
+    given: set[str] = set()
+    while isinstance(factory, functools.partial):
+        given |= {k for k, v in factory.keywords.items() if v is not None}  # None = left to us
+        classes = [a for a in factory.args if inspect.isclass(a)]
+        factory = classes[0] if classes else factory.func
+    return factory, given
+
+
 # torch schedulers whose parameters are counted in optimizer steps (their docs say so).
 _PER_STEP_TORCH = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
 
@@ -58,17 +75,22 @@ def lr_scheduler_config(
     optimizer step; other torch schedulers step per epoch, as their docs assume. ``ReduceLROnPlateau`` monitors ``val/loss``.
     """
     kwargs: dict[str, Any] = {}
+    target, given = _factory_target(scheduler_factory)
     try:
-        params = inspect.signature(scheduler_factory).parameters
+        params = set(inspect.signature(target).parameters) - given
     except (TypeError, ValueError):
-        params = {}
+        params = set()
     if trainer is not None and ("total_steps" in params or "steps_per_epoch" in params):
-        total = int(trainer.estimated_stepping_batches)
-        epochs = max(int(trainer.max_epochs or 1), 1) if trainer.max_epochs not in (None, -1) else 1
+        total = int(trainer.estimated_stepping_batches)  # also sets up the train loader
+        batches = getattr(trainer, "num_training_batches", float("inf"))
+        if math.isfinite(batches):
+            per_epoch = max(math.ceil(batches / max(trainer.accumulate_grad_batches, 1)), 1)
+        else:  # an iterable without length: only max_steps is known
+            per_epoch = total
         if "total_steps" in params:
             kwargs["total_steps"] = total
         if "steps_per_epoch" in params:
-            kwargs["steps_per_epoch"] = max(total // epochs, 1)
+            kwargs["steps_per_epoch"] = min(per_epoch, total)
     scheduler = scheduler_factory(optimizer, **kwargs)
     default = "step" if isinstance(scheduler, _PER_STEP_TORCH) else "epoch"
     config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", default)}
@@ -97,6 +119,8 @@ class ImageClassifier(LightningModule):
         activation: head activation.
         head_init: head weight init (``auto`` matches the activation).
         label_smoothing: cross-entropy label smoothing epsilon (Szegedy et al. 2016).
+        l1: coefficient of the L1 penalty sum|w| over the weight-decay parameters (not biases or
+            norms), added to the training loss (Tibshirani 1996); 0 disables it.
         drop_path_rate: stochastic depth in the encoder, where supported.
         class_names: names of the classes, for predictions and exports (linked by the CLI).
         optimizer: optimizer factory called with the parameter groups.
@@ -117,6 +141,7 @@ class ImageClassifier(LightningModule):
         activation: Activation = "relu",
         head_init: HeadInit = "auto",
         label_smoothing: float = 0.0,
+        l1: float = 0.0,
         drop_path_rate: float | None = None,
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -130,12 +155,15 @@ class ImageClassifier(LightningModule):
                 f"ImageClassifier: {len(class_names)} class_names for num_classes={num_classes}; "
                 f"give one name per class."
             )
+        if l1 < 0:
+            raise ValueError(f"ImageClassifier: l1={l1} must be >= 0 (0 disables the L1 penalty).")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.encoder = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate)
         self.head = ClassifierHead(self.encoder.num_features, num_classes, hidden, dropout, activation, head_init)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.label_smoothing = label_smoothing
+        self.l1 = l1
         self.data_config = encoder_data_config(self.encoder)
         metrics = {"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")}
         if num_classes > 5:
@@ -182,7 +210,12 @@ class ImageClassifier(LightningModule):
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, self.train_metrics, "train")
+        loss = self._shared_step(batch, self.train_metrics, "train")
+        if self.l1 > 0:  # R(w) = L1 on the weight-decay parameters only, as for L2
+            loss = loss + self.l1 * l1_penalty(
+                p for n, p in self.named_parameters() if p.requires_grad and not no_weight_decay(n, p)
+            )
+        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, self.val_metrics, "val")

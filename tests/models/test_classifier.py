@@ -122,7 +122,8 @@ def test_scheduler_factory_gets_total_steps() -> None:
 
     class FakeTrainer:
         estimated_stepping_batches = 40
-        max_epochs = 4
+        num_training_batches = 20
+        accumulate_grad_batches = 2
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     cfg = lr_scheduler_config(Sched, opt, FakeTrainer())
@@ -146,3 +147,16 @@ def test_short_fit_logs_metrics_and_moves_weights(tmp_path) -> None:
     assert not torch.equal(before, m.head[-1].weight)
     for key in ("train/loss", "val/loss", "val/acc", "val/f1", "val/acc_top5"):
         assert key in trainer.callback_metrics, key
+
+
+def test_l1_penalty_added_to_training_loss_only_on_decay_params() -> None:
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 3])
+    m = _model()
+    m.eval()  # no BN batch statistics: both calls see the same forward
+    base = m.training_step((x, y), 0)
+    m.l1 = 0.01
+    with_l1 = m.training_step((x, y), 0)
+    expected = sum(p.abs().sum() for n, p in m.named_parameters() if p.ndim > 1)
+    assert (with_l1 - base).item() == pytest.approx(0.01 * expected.item(), rel=1e-4)
+    with pytest.raises(ValueError, match=r"l1=-1.0 must be >= 0"):
+        _model(l1=-1.0)

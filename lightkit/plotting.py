@@ -1,0 +1,203 @@
+"""Draw a configured LR schedule (LR per parameter group and momentum vs optimizer step) to PNG.
+
+Uses matplotlib's object API with the Agg canvas, so it needs no display and never changes pyplot's
+global backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+__all__ = ["plot_schedule", "trace_schedule"]
+
+SchedulerFactory = Callable[..., LRScheduler]
+
+
+def _momentum(group: dict[str, Any]) -> float | None:
+    if "betas" in group:
+        return float(group["betas"][0])
+    if "momentum" in group:
+        return float(group["momentum"])
+    return None
+
+
+def _accepted(factory: Callable[..., Any]) -> set[str]:
+    """Keyword names a scheduler factory still accepts.
+
+    LightningCLI factories are ``partial(instantiator, cls, **init_args)`` with an opaque signature,
+    so look through partials for the class; keywords already bound to a value (not ``None``) are
+    the user's and are not overridden.
+    """
+    bound: set[str] = set()
+    target: Any = factory
+    while isinstance(target, partial):
+        bound |= {k for k, v in target.keywords.items() if v is not None}
+        classes = [a for a in target.args if isinstance(a, type)]
+        target = classes[0] if classes else target.func
+    try:
+        return set(inspect.signature(target).parameters) - bound
+    except (TypeError, ValueError):
+        return set()
+
+
+def _title(obj: Any) -> str:
+    if isinstance(obj, type):
+        return obj.__name__
+    if isinstance(obj, LRScheduler):
+        return type(obj).__name__
+    # functools.partial(cls, ...) or LightningCLI's partial(instantiator, cls, **init_args)
+    for candidate in (getattr(obj, "func", None), *getattr(obj, "args", ())):
+        if isinstance(candidate, type):
+            return candidate.__name__
+    return "schedule"
+
+
+def trace_schedule(
+    scheduler_or_factory: LRScheduler | SchedulerFactory,
+    total_steps: int,
+    steps_per_epoch: int | None = None,
+    optimizer: Optimizer | None = None,
+) -> tuple[list[list[float]], list[list[float | None]], list[str]]:
+    """LR and momentum of every group at each optimizer step, without training and without side effects.
+
+    A scheduler instance is stepped and then restored (its ``state_dict`` and its optimizer's
+    hyperparameters), so it can be traced before ``fit``. A factory (a scheduler class, a
+    ``functools.partial`` or a LightningCLI ``lr_scheduler`` callable) is called with ``optimizer``
+    (default: SGD, ``lr=1``, ``momentum=0.9``, one group: the plot then shows the multiplier) and with
+    ``total_steps`` / ``steps_per_epoch`` when it takes them.
+
+    Args:
+        scheduler_or_factory: the scheduler, or a callable building one from an optimizer.
+        total_steps: optimizer steps to trace, > 0.
+        steps_per_epoch: optimizer steps per epoch; required for schedulers stepped per epoch
+            (``interval`` attribute ``"epoch"`` or absent, as Lightning assumes for torch's own).
+        optimizer: optimizer for a factory; ignored for an instance.
+
+    Returns:
+        ``(lrs, momenta, names)``: ``lrs[t][i]`` is group ``i``'s LR used at step ``t``, ``momenta``
+        likewise (``None`` for groups without momentum), ``names`` the groups' ``name`` keys.
+
+    Raises:
+        ValueError: ``total_steps <= 0`` or a per-epoch scheduler without ``steps_per_epoch``.
+        TypeError: a ``ReduceLROnPlateau``, which depends on validation metrics and has no fixed schedule.
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+        raise ValueError(f"plot_schedule: total_steps={total_steps!r} must be a positive int (optimizer steps).")
+    if isinstance(scheduler_or_factory, LRScheduler):
+        scheduler = scheduler_or_factory
+        optimizer = scheduler.optimizer
+    else:
+        if optimizer is None:
+            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+        accepted = _accepted(scheduler_or_factory)
+        kwargs: dict[str, int] = {}
+        if "total_steps" in accepted:
+            kwargs["total_steps"] = total_steps
+        if "steps_per_epoch" in accepted and steps_per_epoch is not None:
+            kwargs["steps_per_epoch"] = steps_per_epoch
+        scheduler = None
+    saved_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if scheduler is None:
+        scheduler = scheduler_or_factory(optimizer, **kwargs)  # type: ignore[operator]
+        saved_state = None
+    else:
+        saved_state = scheduler.state_dict()
+    try:
+        if isinstance(scheduler, ReduceLROnPlateau):
+            raise TypeError(
+                f"plot_schedule: {type(scheduler).__name__} reacts to validation metrics and has no schedule "
+                f"to draw before training; plot the LearningRateMonitor log instead."
+            )
+        interval = getattr(scheduler, "interval", "epoch")
+        every = 1
+        if interval == "epoch":
+            if steps_per_epoch is None:
+                raise ValueError(
+                    f"plot_schedule: {type(scheduler).__name__} steps once per epoch; pass steps_per_epoch."
+                )
+            every = steps_per_epoch
+        lrs: list[list[float]] = []
+        momenta: list[list[float | None]] = []
+        with warnings.catch_warnings():
+            # No optimizer.step() is taken here, on purpose: torch would warn about the order.
+            warnings.simplefilter("ignore", UserWarning)
+            for step in range(total_steps):
+                lrs.append([float(g["lr"]) for g in optimizer.param_groups])
+                momenta.append([_momentum(g) for g in optimizer.param_groups])
+                if (step + 1) % every == 0:
+                    scheduler.step()
+    finally:
+        if saved_state is not None:
+            scheduler.load_state_dict(saved_state)
+        for group, saved in zip(optimizer.param_groups, saved_groups, strict=True):
+            params = group["params"]
+            group.clear()
+            group.update(saved, params=params)
+    names = [str(g.get("name", f"group {i}")) for i, g in enumerate(optimizer.param_groups)]
+    return lrs, momenta, names
+
+
+def plot_schedule(
+    scheduler_or_factory: LRScheduler | SchedulerFactory,
+    total_steps: int,
+    path: str | Path,
+    steps_per_epoch: int | None = None,
+    optimizer: Optimizer | None = None,
+    log_lr: bool = False,
+) -> Path:
+    """Save a PNG of the LR of every parameter group (top) and momentum / beta1 (bottom) per step.
+
+    Args:
+        scheduler_or_factory: a scheduler, or a factory as in :func:`trace_schedule`.
+        total_steps: optimizer steps to draw.
+        path: output PNG file; parent folders are created.
+        steps_per_epoch: optimizer steps per epoch (needed for per-epoch schedulers).
+        optimizer: optimizer for a factory (default: SGD, ``lr=1``, ``momentum=0.9``).
+        log_lr: logarithmic LR axis.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError, TypeError: see :func:`trace_schedule`.
+    """
+    lrs, momenta, names = trace_schedule(scheduler_or_factory, total_steps, steps_per_epoch, optimizer)
+    has_momentum = any(m is not None for row in momenta for m in row)
+    fig = Figure(figsize=(7, 5.5 if has_momentum else 3.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 if has_momentum else 1, 1, sharex=True, squeeze=False)[:, 0]
+    steps = range(total_steps)
+    for i, name in enumerate(names):
+        axes[0].plot(steps, [row[i] for row in lrs], label=name)
+    axes[0].set_ylabel("learning rate")
+    if log_lr:
+        axes[0].set_yscale("log")
+    if len(names) > 1:
+        axes[0].legend(fontsize="small", ncol=2)
+    axes[0].set_title(_title(scheduler_or_factory))
+    if has_momentum:
+        # Momentum is the same for all groups under lightkit's schedulers; draw each distinct curve once.
+        drawn: list[list[float | None]] = []
+        for i, name in enumerate(names):
+            curve = [row[i] for row in momenta]
+            if curve[0] is None or curve in drawn:
+                continue
+            drawn.append(curve)
+            axes[1].plot(steps, curve, label=name)
+        axes[1].set_ylabel("momentum / beta1")
+    axes[-1].set_xlabel("optimizer step")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=100)
+    return out
