@@ -1,0 +1,480 @@
+"""``Diagnose``: automatic diagnoses of a training run, each a one-line warning with the fix in YAML terms."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lightkit.callbacks._monitor import paused, step_loss
+from lightkit.functional.stats import (
+    ActivationRecorder,
+    grad_norms,
+    loss_noise,
+    not_decreasing,
+    overfitting,
+    select_modules,
+    to_host,
+)
+
+__all__ = ["Diagnose", "DiagnosisKind", "Finding"]
+
+DiagnosisKind = Literal[
+    "nonfinite_loss", "exploding_gradients", "vanishing_gradients", "no_gradient", "dead_layer",
+    "saturated_layer", "overfitting", "noisy_loss", "loss_not_decreasing",
+]
+
+LR_KEY = "model.init_args.optimizer.init_args.lr"
+_INITIAL_STEPS = 10  # the "initial loss" is the mean of the first 10 finite step losses
+
+
+@dataclass
+class Finding:
+    """One diagnosis: its kind, the optimizer step it was made at, the warning text and the layers involved."""
+
+    kind: str
+    step: int
+    message: str
+    layers: list[str] = field(default_factory=list)
+
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _names(items: list[str], limit: int = 4) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+class Diagnose(Callback):
+    """Watches a run the way CS231n's "babysitting the learning process" does and says what to change.
+
+    Each diagnosis is one ``rank_zero_warn`` line naming the YAML key to change, is appended to
+    :attr:`findings`, and repeats at most once per ``warn_every_n_steps`` optimizer steps:
+
+    - ``nonfinite_loss``: the training loss is NaN/Inf. Training stops (``trainer.should_stop``) and
+      the warning names the last checkpoint saved before it (Lightning's ``step=N`` file names are
+      matched). Lightning still runs the validation of the stopped epoch and its ``ModelCheckpoint``
+      may save the diverged weights; that checkpoint gets a second warning.
+    - ``exploding_gradients`` / ``vanishing_gradients``: the global gradient norm (before clipping)
+      is above ``max_grad_norm`` or non-finite / below ``min_grad_norm`` while the loss is still above
+      10 % of its initial value (tiny gradients at convergence are fine).
+    - ``no_gradient``: trainable parameters whose gradient is missing or exactly 0 (not checked at
+      step 0, where zero-initialised residual branches legitimately get none).
+    - ``dead_layer`` / ``saturated_layer``: a layer with at least ``dead_fraction`` of its units zero
+      for the whole batch, or ``saturated_fraction`` of its tanh / sigmoid outputs saturated. Measured
+      by this callback's own forward hooks, attached on check steps only.
+    - ``overfitting``: validation loss above its best for ``overfit_patience`` evaluations while the
+      training loss kept falling (:func:`lightkit.functional.stats.overfitting`).
+    - ``noisy_loss``: detrended coefficient of variation of the last ``window`` step losses at least
+      ``noise_cv`` (:func:`lightkit.functional.stats.loss_noise`), ignored once the loss is under 5 %
+      of its initial value.
+    - ``loss_not_decreasing``: after ``plateau_steps`` steps the mean of the last ``window`` losses has
+      not fallen ``min_decrease`` below the mean of the first 10.
+
+    Cost: the step loss is read one step late (so the device is not stalled); under DDP its
+    finiteness is agreed across ranks with one boolean all-reduce per step. The other checks run on
+    rank zero every ``every_n_steps`` steps with one host sync. Nothing runs during the sanity check
+    or while ``lightkit_pause_monitor`` is True (the LR range test sets it). All state is in
+    ``state_dict``, so a resumed run diagnoses exactly as a straight one.
+
+    Args:
+        every_n_steps: interval of the gradient, activation and loss-shape checks, in optimizer steps.
+        stop_on_nonfinite: stop training when the loss becomes NaN/Inf (otherwise only warn).
+        max_grad_norm: global gradient L2 norm above which gradients are exploding.
+        min_grad_norm: global gradient L2 norm below which gradients are vanishing.
+        dead_fraction: fraction of dead units, in (0, 1], that makes a layer dead.
+        saturated_fraction: fraction of saturated outputs, in (0, 1], that makes a tanh / sigmoid layer saturated.
+        layers: modules to watch for dead / saturated units: ``"activations"`` or a regex on module names.
+        overfit_patience: evaluations the validation loss must stay above its best (>= 1).
+        window: step losses in the smoothing / noise window (>= 3).
+        noise_cv: detrended coefficient of variation that counts as very noisy (> 0).
+        plateau_steps: steps after which a loss that has not gone down is reported (>= window).
+        min_decrease: fraction below the initial loss the smoothed loss must reach, in [0, 1).
+        warn_every_n_steps: minimum optimizer steps between two warnings of the same kind (>= 1).
+        val_loss: key of the validation loss in ``trainer.callback_metrics``.
+
+    Raises:
+        ValueError: an argument outside its range (the message says which); in ``setup``: ``layers``
+            (a regex) matches no module.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        stop_on_nonfinite: bool = True,
+        max_grad_norm: float = 1000.0,
+        min_grad_norm: float = 1e-7,
+        dead_fraction: float = 0.9,
+        saturated_fraction: float = 0.9,
+        layers: str = "activations",
+        overfit_patience: int = 3,
+        window: int = 50,
+        noise_cv: float = 0.5,
+        plateau_steps: int = 300,
+        min_decrease: float = 0.01,
+        warn_every_n_steps: int = 1000,
+        val_loss: str = "val/loss",
+    ) -> None:
+        for name, value in (("every_n_steps", every_n_steps), ("overfit_patience", overfit_patience),
+                            ("warn_every_n_steps", warn_every_n_steps)):
+            if value < 1:
+                raise ValueError(f"Diagnose: {name}={value} must be >= 1.")
+        if not 0.0 <= min_grad_norm < max_grad_norm:
+            raise ValueError(
+                f"Diagnose: min_grad_norm={min_grad_norm}, max_grad_norm={max_grad_norm}; need 0 <= min < max "
+                f"(defaults 1e-7 and 1000)."
+            )
+        for name, value in (("dead_fraction", dead_fraction), ("saturated_fraction", saturated_fraction)):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"Diagnose: {name}={value} must be a fraction in (0, 1]; 0.9 is the default.")
+        if window < 3:
+            raise ValueError(f"Diagnose: window={window} must be >= 3 step losses; 50 is the default.")
+        if noise_cv <= 0:
+            raise ValueError(f"Diagnose: noise_cv={noise_cv} must be > 0; 0.5 is the default.")
+        if plateau_steps < window:
+            raise ValueError(f"Diagnose: plateau_steps={plateau_steps} must be >= window={window}; raise it or lower window.")
+        if not 0.0 <= min_decrease < 1.0:
+            raise ValueError(f"Diagnose: min_decrease={min_decrease} must be a fraction in [0, 1); 0.01 is the default.")
+        if layers != "activations":
+            try:
+                re.compile(layers)
+            except re.error as err:
+                raise ValueError(f"Diagnose: layers={layers!r} is not a valid regex ({err}); use 'activations' or fix it.") from None
+        self.every_n_steps = every_n_steps
+        self.stop_on_nonfinite = stop_on_nonfinite
+        self.max_grad_norm = max_grad_norm
+        self.min_grad_norm = min_grad_norm
+        self.dead_fraction = dead_fraction
+        self.saturated_fraction = saturated_fraction
+        self.layers = layers
+        self.overfit_patience = overfit_patience
+        self.window = window
+        self.noise_cv = noise_cv
+        self.plateau_steps = plateau_steps
+        self.min_decrease = min_decrease
+        self.warn_every_n_steps = warn_every_n_steps
+        self.val_loss = val_loss
+        self._reset()
+        self._recorder: ActivationRecorder | None = None
+        self._params: list[tuple[str, torch.nn.Parameter]] = []
+        self._batch_step = 0
+        self._due = False
+        self._grads: Tensor | None = None
+        self._has_grad: list[bool] = []
+
+    def _reset(self) -> None:
+        self.findings: list[Finding] = []
+        self.last_warned: dict[str, int] = {}
+        self.initial: list[float] = []
+        self.recent: deque[float] = deque(maxlen=self.window)
+        self.seen = 0
+        self.since_eval = [0.0, 0]
+        self.eval_train: list[float] = []
+        self.eval_val: list[float] = []
+        self.nonfinite_step: int | None = None
+        self.nonfinite_value: str | None = None  # "nan" / "inf" / "-inf": a string so states compare equal
+        self.checkpoint_steps: list[int] = []
+        self.last_checked = -1
+        self._pending: list[tuple[int, Tensor]] = []
+        self._warned_bad_checkpoint = False
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._reset()  # a new fit starts afresh; load_state_dict (after setup) restores a resumed one
+        modules = select_modules(pl_module, self.layers)
+        if not modules and self.layers != "activations":
+            raise ValueError(
+                f"Diagnose: layers={self.layers!r} matches no module of {type(pl_module).__name__}; give a regex over "
+                f"its named_modules() names, or 'activations'."
+            )
+        self._recorder = ActivationRecorder(modules) if modules else None
+        self._params = list(pl_module.named_parameters())
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A resumed run starts from a checkpoint saved at this step: it is a good one.
+        if trainer.global_step > 0 and trainer.global_step not in self.checkpoint_steps and self.nonfinite_step is None:
+            self.checkpoint_steps.append(trainer.global_step)
+
+    # -- per batch ---------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        self._batch_step = step
+        self._due = (
+            trainer.is_global_zero and not trainer.sanity_checking and not paused(trainer, pl_module)
+            and self.nonfinite_step is None and step % self.every_n_steps == 0 and step != self.last_checked
+        )
+        if self._due:
+            self.last_checked = step
+            self._grads = None
+            if self._recorder is not None:
+                self._recorder.attach()
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+        if self._due and self._grads is None:
+            with torch.no_grad():
+                self._grads = grad_norms([p for _, p in self._params])
+            self._has_grad = [p.grad is not None for _, p in self._params]
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._recorder is not None:
+            self._recorder.remove()
+        if paused(trainer, pl_module):
+            self._due = False
+            return
+        loss = step_loss(outputs)
+        if loss is not None:
+            self._pending.append((self._batch_step, loss.detach().float().reshape(())))
+        extra: list[Tensor] = []
+        names: list[str] = []
+        if self._due:
+            stats = self._recorder.stats if self._recorder is not None else {}
+            names = list(stats)
+            if names:
+                extra.append(torch.stack([stats[n] for n in names]))
+            if self._grads is not None:
+                extra.append(self._grads)
+        # Off check steps the newest loss waits a step, so reading it never stalls the device.
+        host = self._flush(trainer, keep_last=not self._due, extra=extra)
+        if self._due and self.nonfinite_step is None:
+            self._check(trainer, pl_module, names, host)
+        self._due = False
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or paused(trainer, pl_module):
+            return
+        self._flush(trainer, keep_last=False)
+        value = trainer.callback_metrics.get(self.val_loss)
+        if value is None or self.since_eval[1] == 0 or self.nonfinite_step is not None:
+            return
+        self.eval_train.append(self.since_eval[0] / self.since_eval[1])
+        self.eval_val.append(float(value))
+        self.since_eval = [0.0, 0]
+        if overfitting(self.eval_train, self.eval_val, self.overfit_patience):
+            best = min(range(len(self.eval_val)), key=lambda i: self.eval_val[i] if math.isfinite(self.eval_val[i]) else math.inf)
+            self._warn(
+                "overfitting", trainer.global_step,
+                f"Diagnose: validation loss has stayed above its best {self.eval_val[best]:.4g} for "
+                f"{len(self.eval_val) - 1 - best} evaluations (now {self.eval_val[-1]:.4g}) while training loss fell "
+                f"({self.eval_train[best]:.4g} -> {self.eval_train[-1]:.4g}): overfitting. Regularise "
+                f"(`model.init_args.dropout`, `model.init_args.optimizer.init_args.weight_decay`, "
+                f"`model.init_args.label_smoothing`, augmentation) or stop early (EarlyStopping on {self.val_loss}, "
+                f"fewer `trainer.max_epochs`) and keep the best checkpoint.",
+            )
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer, keep_last=False)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer, keep_last=False)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self._recorder is not None:
+            self._recorder.remove()
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._flush(trainer, keep_last=False)
+        if self.nonfinite_step is None:
+            self.checkpoint_steps.append(trainer.global_step)
+        elif not self._warned_bad_checkpoint:
+            self._warned_bad_checkpoint = True
+            rank_zero_warn(
+                f"Diagnose: the checkpoint saved now (step {trainer.global_step}) holds the weights after the loss "
+                f"went non-finite at step {self.nonfinite_step}; do not resume from it, use {self._last_good(trainer)}."
+            )
+
+    # -- losses ------------------------------------------------------------------------------
+    def _flush(self, trainer: Trainer, keep_last: bool, extra: list[Tensor] | None = None) -> list[list[float]]:
+        """Read pending step losses (and ``extra`` tensors) with one sync; record them; agree on NaN across ranks."""
+        extra = extra or []
+        take = self._pending[:-1] if keep_last else self._pending
+        self._pending = self._pending[-1:] if keep_last else []
+        parts = ([torch.stack([t.to(take[0][1].device) for _, t in take])] if take else []) + extra
+        host = to_host(parts) if parts else []
+        before = self.nonfinite_step
+        if take:
+            for (step, _), value in zip(take, host[0], strict=True):
+                self._record(step, value)
+        bad = self.nonfinite_step is not None
+        if trainer.world_size > 1:  # every rank must stop at the same step, or DDP hangs
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad and before is None:
+            self._on_nonfinite(trainer)
+        return host[1:] if take else host
+
+    def _record(self, step: int, value: float) -> None:
+        if self.nonfinite_step is not None:
+            return
+        if not math.isfinite(value):
+            self.nonfinite_step, self.nonfinite_value = step, str(value)
+            return
+        if len(self.initial) < _INITIAL_STEPS:
+            self.initial.append(value)
+        self.recent.append(value)
+        self.seen += 1
+        self.since_eval = [self.since_eval[0] + value, self.since_eval[1] + 1]
+
+    def _on_nonfinite(self, trainer: Trainer) -> None:
+        if self.nonfinite_step is None:  # another rank saw it
+            self.nonfinite_step = trainer.global_step
+        if self.stop_on_nonfinite:
+            trainer.should_stop = True
+        action = "stopping training" if self.stop_on_nonfinite else "continuing (stop_on_nonfinite=False)"
+        value = self.nonfinite_value or "non-finite on another rank"
+        self._warn(
+            "nonfinite_loss", self.nonfinite_step,
+            f"Diagnose: training loss is {value} at step {self.nonfinite_step}; {action}. Last good "
+            f"checkpoint: {self._last_good(trainer)}; those from step {self.nonfinite_step} on hold diverged weights. The LR is likely too high or the init broken: lower `{LR_KEY}` "
+            f"(e.g. 10x), clip with `trainer.gradient_clip_val: 1.0`, or check the init (`model.init_args.head_init`).",
+        )
+
+    def _last_good(self, trainer: Trainer) -> str:
+        bad = self.nonfinite_step if self.nonfinite_step is not None else trainer.global_step
+        good = [s for s in self.checkpoint_steps if s < bad]
+        if not good:
+            return "none was saved before it (fix the run and start again)"
+        step = max(good)
+        pattern = re.compile(rf"step={step}(?!\d)")
+        for callback in trainer.checkpoint_callbacks:  # read-only look at public attributes
+            paths = [getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", ""),
+                     *getattr(callback, "best_k_models", {})]
+            folder = getattr(callback, "dirpath", None)
+            if folder and os.path.isdir(folder):
+                paths += sorted(os.path.join(folder, name) for name in os.listdir(folder))
+            for path in paths:
+                if path and pattern.search(os.path.basename(str(path))) and os.path.exists(path):
+                    return f"{path} (step {step})"
+        return f"the one saved at step {step}"
+
+    # -- periodic checks ---------------------------------------------------------------------
+    def _check(self, trainer: Trainer, pl_module: LightningModule, act_names: list[str], host: list[list[float]]) -> None:
+        step = self._batch_step
+        start, now = _mean(self.initial), _mean(list(self.recent))
+        if act_names and self._recorder is not None:
+            rows = host.pop(0)
+            width = len(rows) // len(act_names)
+            dead, saturated = [], []
+            for i, name in enumerate(act_names):
+                values = rows[i * width:(i + 1) * width]
+                if values[3] >= self.dead_fraction:
+                    dead.append(f"{name} {values[3]:.0%}")
+                if self._recorder.kinds[name] in ("tanh", "sigmoid") and values[4] >= self.saturated_fraction:
+                    saturated.append(f"{name} {values[4]:.0%}")
+            if dead:
+                self._warn(
+                    "dead_layer", step,
+                    f"Diagnose: {len(dead)} layer(s) with >= {self.dead_fraction:.0%} dead units at step {step} "
+                    f"({_names(dead)}): they output 0 for the whole batch and pass no gradient. Usually a too high LR "
+                    f"knocked them out: lower `{LR_KEY}`; or check the init (`model.init_args.head_init: kaiming`) or "
+                    f"use `model.init_args.activation: leaky_relu`.",
+                    [d.rsplit(" ", 1)[0] for d in dead],
+                )
+            if saturated:
+                self._warn(
+                    "saturated_layer", step,
+                    f"Diagnose: {len(saturated)} tanh/sigmoid layer(s) with >= {self.saturated_fraction:.0%} saturated "
+                    f"outputs at step {step} ({_names(saturated)}): their local gradient is ~0. Scale the init down "
+                    f"(`model.init_args.head_init: xavier`), normalise the inputs, lower `{LR_KEY}`, or use "
+                    f"`model.init_args.activation: relu`.",
+                    [s.rsplit(" ", 1)[0] for s in saturated],
+                )
+        if host:
+            norms = host.pop(0)
+            total = math.sqrt(sum(v * v for v in norms))
+            if not math.isfinite(total) or total > self.max_grad_norm:
+                self._warn(
+                    "exploding_gradients", step,
+                    f"Diagnose: global gradient norm {total:.3g} at step {step} is above max_grad_norm="
+                    f"{self.max_grad_norm:g}: exploding gradients. Lower `{LR_KEY}` or clip with "
+                    f"`trainer.gradient_clip_val: 1.0`.",
+                )
+            elif total < self.min_grad_norm and math.isfinite(now) and now >= 0.1 * start:
+                self._warn(
+                    "vanishing_gradients", step,
+                    f"Diagnose: global gradient norm {total:.3g} at step {step} is below min_grad_norm="
+                    f"{self.min_grad_norm:g} while the loss is still {now:.4g}: vanishing gradients. Check the init "
+                    f"(`model.init_args.head_init: auto`), prefer `model.init_args.activation: relu` to tanh, keep "
+                    f"BatchNorm / residual connections, or raise `{LR_KEY}`.",
+                )
+            if step > 0:
+                missing = [name for (name, p), norm, has in zip(self._params, norms, self._has_grad, strict=True)
+                           if p.requires_grad and (not has or norm == 0.0)]
+                if missing:
+                    self._warn(
+                        "no_gradient", step,
+                        f"Diagnose: {len(missing)} trainable parameter(s) get no gradient at step {step} "
+                        f"({_names(missing)}): they do not reach the loss, or sit behind dead units. Freeze them on "
+                        f"purpose (requires_grad=False) or fix the forward pass.",
+                        missing,
+                    )
+        if len(self.recent) == self.window and math.isfinite(start) and now >= 0.05 * start:
+            cv = loss_noise(list(self.recent))
+            if math.isfinite(cv) and cv >= self.noise_cv:
+                self._warn(
+                    "noisy_loss", step,
+                    f"Diagnose: training loss is very noisy at step {step} (detrended coefficient of variation "
+                    f"{cv:.2f} >= noise_cv={self.noise_cv:g} over the last {self.window} steps): the batch is too "
+                    f"small or the LR too high. Raise `data.init_args.batch_size` or lower `{LR_KEY}`.",
+                )
+        if self.seen >= self.plateau_steps and not_decreasing(self.initial, list(self.recent), self.min_decrease):
+            self._warn(
+                "loss_not_decreasing", step,
+                f"Diagnose: training loss has not gone down after {self.seen} steps (smoothed {now:.4g} vs initial "
+                f"{start:.4g}): the LR is likely too low, or the init or labels are wrong. Raise `{LR_KEY}` "
+                f"(the LR range test suggests one) and check `model.init_args.head_init` and the labels.",
+            )
+
+    def _warn(self, kind: DiagnosisKind, step: int, message: str, layers: list[str] | None = None) -> None:
+        last = self.last_warned.get(kind)
+        if last is not None and step - last < self.warn_every_n_steps:
+            return
+        self.last_warned[kind] = step
+        self.findings.append(Finding(kind, step, message, list(layers or [])))
+        rank_zero_warn(message)
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        pending = to_host([torch.stack([t.to(self._pending[0][1].device) for _, t in self._pending])])[0] if self._pending else []
+        return {
+            "findings": [asdict(f) for f in self.findings],
+            "last_warned": dict(self.last_warned),
+            "initial": list(self.initial),
+            "recent": list(self.recent),
+            "seen": self.seen,
+            "since_eval": list(self.since_eval),
+            "eval_train": list(self.eval_train),
+            "eval_val": list(self.eval_val),
+            "nonfinite_step": self.nonfinite_step,
+            "nonfinite_value": self.nonfinite_value,
+            "checkpoint_steps": list(self.checkpoint_steps),
+            "last_checked": self.last_checked,
+            "pending": [[s, v] for (s, _), v in zip(self._pending, pending, strict=True)],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._reset()
+        self.findings = [Finding(**f) for f in state_dict["findings"]]
+        self.last_warned = {str(k): int(v) for k, v in state_dict["last_warned"].items()}
+        self.initial = [float(v) for v in state_dict["initial"]]
+        self.recent = deque((float(v) for v in state_dict["recent"]), maxlen=self.window)
+        self.seen = int(state_dict["seen"])
+        self.since_eval = [float(state_dict["since_eval"][0]), int(state_dict["since_eval"][1])]
+        self.eval_train = [float(v) for v in state_dict["eval_train"]]
+        self.eval_val = [float(v) for v in state_dict["eval_val"]]
+        self.nonfinite_step = state_dict["nonfinite_step"]
+        self.nonfinite_value = state_dict["nonfinite_value"]
+        self.checkpoint_steps = [int(s) for s in state_dict["checkpoint_steps"]]
+        self.last_checked = int(state_dict["last_checked"])
+        self._pending = [(int(s), torch.tensor(float(v))) for s, v in state_dict["pending"]]

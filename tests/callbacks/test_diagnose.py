@@ -1,0 +1,284 @@
+"""``Diagnose``: each planted fault gives its diagnosis, a healthy run gives none, state resumes exactly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightkit.callbacks.diagnose import Diagnose
+from lightkit.models.classifier import ImageClassifier
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class Net(LightningModule):
+    """An MLP on 8 features and 4 classes, with knobs that plant one fault each."""
+
+    def __init__(self, act: str = "relu", lr: float = 0.1, bias: float | None = None, weight_scale: float = 1.0,
+                 grad_scale: float = 1.0, unused: bool = False) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32), ACTIVATIONS[act](), nn.Linear(32, 4))
+        with torch.no_grad():
+            self.net[0].weight.mul_(weight_scale)
+            if bias is not None:
+                self.net[0].bias.fill_(bias)
+        self.unused = nn.Linear(2, 2) if unused else None
+        self.lr, self.grad_scale = lr, grad_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        # Same value, gradient scaled by grad_scale: plants exploding / vanishing gradients.
+        return out * self.grad_scale + out.detach() * (1 - self.grad_scale)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = F.cross_entropy(self(batch[0]), batch[1])
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def _loader(seed: int = 0, n: int = 32) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()  # learnable: 4 quadrants
+    return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+def _fit(model: LightningModule, callbacks: list[Callback], tmp_path: Path, max_steps: int = 8, ckpt_path: str | None = None,
+         train: DataLoader | None = None, val: DataLoader | None = None) -> Trainer:
+    trainer = Trainer(max_steps=max_steps, default_root_dir=tmp_path, accelerator="cpu", enable_progress_bar=False,
+                      logger=False, enable_model_summary=False, callbacks=callbacks,
+                      enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
+    trainer.fit(model, train or _loader(), val or _loader(seed=1), ckpt_path=ckpt_path)
+    return trainer
+
+
+def _kinds(diagnose: Diagnose) -> list[str]:
+    return [f.kind for f in diagnose.findings]
+
+
+# -- planted faults in real fits --------------------------------------------------------------
+def test_huge_lr_stops_on_nan_and_names_last_good_checkpoint(tmp_path: Path) -> None:
+    diagnose = Diagnose(every_n_steps=1)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    with pytest.warns(UserWarning, match=r"training loss is nan at step \d+; stopping training"):
+        trainer = _fit(Net(lr=1e4), [diagnose, checkpoints], tmp_path, max_steps=40)
+    assert trainer.should_stop and trainer.global_step < 40
+    finding = next(f for f in diagnose.findings if f.kind == "nonfinite_loss")
+    assert "model.init_args.optimizer.init_args.lr" in finding.message
+    good = re.search(r"Last good checkpoint: (\S+) \(step (\d+)\)", finding.message)
+    assert good and Path(good[1]).exists() and int(good[2]) < finding.step
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "key"),
+    [
+        (Net(bias=-100.0), "dead_layer", "net.1"),
+        (Net(act="tanh", weight_scale=100.0), "saturated_layer", "net.1"),
+        (Net(grad_scale=1e6), "exploding_gradients", "trainer.gradient_clip_val"),
+        (Net(grad_scale=1e-12), "vanishing_gradients", "model.init_args.head_init"),
+        (Net(unused=True), "no_gradient", "unused.weight"),
+    ],
+    ids=["dead", "saturated", "exploding", "vanishing", "no_gradient"],
+)
+def test_planted_fault_is_diagnosed(model: Net, kind: str, key: str, tmp_path: Path) -> None:
+    diagnose = Diagnose(every_n_steps=2)
+    _fit(model, [diagnose], tmp_path, max_steps=4)
+    assert kind in _kinds(diagnose)
+    finding = next(f for f in diagnose.findings if f.kind == kind)
+    assert key in finding.message + " ".join(finding.layers)
+    assert len(finding.message.splitlines()) == 1
+
+
+def test_healthy_runs_raise_no_alarm(tmp_path: Path) -> None:
+    diagnose = Diagnose(every_n_steps=4, window=8, plateau_steps=24, overfit_patience=2)
+    _fit(Net(), [diagnose], tmp_path, max_steps=32)
+    assert diagnose.findings == [] and diagnose.seen == 32 and len(diagnose.eval_val) == 8
+    diagnose = Diagnose(every_n_steps=1)
+    g = torch.Generator().manual_seed(0)
+    images = DataLoader(TensorDataset(torch.randn(8, 1, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)), batch_size=4)
+    _fit(ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1), [diagnose], tmp_path / "img", 4, train=images, val=images)
+    assert diagnose.findings == []
+
+
+def test_pause_flag_silences_diagnoses(tmp_path: Path) -> None:
+    model = Net(lr=1e4)
+    model.lightkit_pause_monitor = True
+    diagnose = Diagnose(every_n_steps=1)
+    trainer = _fit(model, [diagnose], tmp_path, max_steps=12)
+    assert trainer.global_step == 12 and diagnose.findings == [] and diagnose.seen == 0
+
+
+# -- loss-sequence diagnoses fed through the hooks -------------------------------------------
+def _fake_trainer() -> SimpleNamespace:
+    return SimpleNamespace(global_step=0, is_global_zero=True, sanity_checking=False, world_size=1, should_stop=False,
+                           callback_metrics={}, state=SimpleNamespace(fn="fit"), checkpoint_callbacks=[])
+
+
+def _feed(diagnose: Diagnose, trainer: SimpleNamespace, losses: list[float]) -> None:
+    module = SimpleNamespace()
+    for loss in losses:
+        diagnose.on_train_batch_start(trainer, module, None, 0)  # type: ignore[arg-type]
+        diagnose.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)}, None, 0)  # type: ignore[arg-type]
+        trainer.global_step += 1
+
+
+def _validate(diagnose: Diagnose, trainer: SimpleNamespace, val_loss: float) -> None:
+    trainer.callback_metrics = {"val/loss": torch.tensor(val_loss)}
+    diagnose.on_validation_end(trainer, SimpleNamespace())  # type: ignore[arg-type]
+
+
+def test_overfitting_from_train_falling_and_val_rising() -> None:
+    diagnose, trainer = Diagnose(overfit_patience=2), _fake_trainer()
+    for i, val in enumerate([1.9, 1.6, 1.7]):
+        _feed(diagnose, trainer, [2.0 - 0.2 * i] * 5)
+        _validate(diagnose, trainer, val)
+    assert "overfitting" not in _kinds(diagnose)  # best val only one evaluation old
+    _feed(diagnose, trainer, [1.2] * 5)
+    with pytest.warns(UserWarning, match=r"overfitting\. Regularise .*model\.init_args\.dropout"):
+        _validate(diagnose, trainer, 1.8)
+    assert _kinds(diagnose) == ["overfitting"] and diagnose.findings[0].step == 20
+
+
+def test_noisy_loss_warns_once_per_interval() -> None:
+    diagnose, trainer = Diagnose(every_n_steps=5, window=10, plateau_steps=1000, warn_every_n_steps=20), _fake_trainer()
+    with pytest.warns(UserWarning, match=r"very noisy .*data\.init_args\.batch_size"):
+        _feed(diagnose, trainer, [0.5, 3.0] * 30)
+    assert [(f.kind, f.step) for f in diagnose.findings] == [("noisy_loss", 10), ("noisy_loss", 30), ("noisy_loss", 50)]
+    smooth, trainer = Diagnose(every_n_steps=5, window=10, plateau_steps=1000), _fake_trainer()
+    _feed(smooth, trainer, [3.0 - 0.04 * i + 0.01 * (-1) ** i for i in range(60)])
+    assert smooth.findings == []
+
+
+def test_loss_not_decreasing() -> None:
+    diagnose, trainer = Diagnose(every_n_steps=5, window=10, plateau_steps=30), _fake_trainer()
+    with pytest.warns(UserWarning, match=r"has not gone down after 31 steps.*Raise `model\.init_args\.optimizer\.init_args\.lr`"):
+        _feed(diagnose, trainer, [2.3 + 0.01 * (-1) ** i for i in range(40)])
+    assert _kinds(diagnose) == ["loss_not_decreasing"]
+
+
+def test_nan_in_sequence_stops_with_lag_of_at_most_one_step() -> None:
+    diagnose, trainer = Diagnose(every_n_steps=100), _fake_trainer()
+    with pytest.warns(UserWarning, match=r"loss is inf at step 3; stopping training\. Last good checkpoint: none"):
+        _feed(diagnose, trainer, [2.0, 1.9, 1.8, float("inf"), 1.7])
+    assert trainer.should_stop and diagnose.nonfinite_step == 3 and diagnose.seen == 3
+
+
+# -- state --------------------------------------------------------------------------------------
+def test_state_round_trip() -> None:
+    diagnose, trainer = Diagnose(every_n_steps=5, window=10, plateau_steps=20), _fake_trainer()
+    _feed(diagnose, trainer, [2.3] * 12)
+    _validate(diagnose, trainer, 2.0)
+    _feed(diagnose, trainer, [2.3] * 10)  # the last loss is still pending (read one step late)
+    state = diagnose.state_dict()
+    assert len(state["pending"]) == 1 and state["findings"]
+    clone = Diagnose(every_n_steps=5, window=10, plateau_steps=20)
+    clone.load_state_dict(state)
+    assert clone.state_dict() == state
+    assert clone.findings == diagnose.findings
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    def make() -> Diagnose:
+        # noise_cv tiny: a noisy_loss finding on most checks, so findings and warn times cross the resume point.
+        return Diagnose(every_n_steps=2, window=4, plateau_steps=4, overfit_patience=1, warn_every_n_steps=3, noise_cv=0.01)
+
+    def net() -> Net:
+        torch.manual_seed(0)
+        return Net(lr=0.5)
+
+    straight = make()
+    _fit(net(), [straight], tmp_path / "a", max_steps=12)
+    first = make()
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1)
+    _fit(net(), [first, saver], tmp_path / "b", max_steps=8)
+    resumed = make()
+    _fit(net(), [resumed], tmp_path / "c", max_steps=12, ckpt_path=str(tmp_path / "ckpt" / "epoch=1-step=8.ckpt"))
+    expected = straight.state_dict()
+    expected["checkpoint_steps"] = [4, 8]  # the straight run saved none; the resumed one knows 4 and 8
+    assert resumed.state_dict() == expected
+    assert straight.seen == 12 and len(straight.eval_val) == 3
+    assert [f.step for f in straight.findings if f.kind == "noisy_loss"] == [4, 8]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"every_n_steps": 0}, r"every_n_steps=0"),
+        ({"overfit_patience": 0}, r"overfit_patience=0"),
+        ({"warn_every_n_steps": 0}, r"warn_every_n_steps=0"),
+        ({"min_grad_norm": 10.0, "max_grad_norm": 1.0}, r"min_grad_norm=10.0, max_grad_norm=1.0"),
+        ({"dead_fraction": 0.0}, r"dead_fraction=0.0"),
+        ({"saturated_fraction": 1.5}, r"saturated_fraction=1.5"),
+        ({"window": 2}, r"window=2"),
+        ({"noise_cv": 0.0}, r"noise_cv=0.0"),
+        ({"plateau_steps": 10, "window": 20}, r"plateau_steps=10 must be >= window=20"),
+        ({"min_decrease": 1.0}, r"min_decrease=1.0"),
+        ({"layers": "("}, r"layers='\('"),
+    ],
+)
+def test_argument_errors(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Diagnose(**kwargs)
+
+
+def test_setup_error_when_regex_matches_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"layers='nothing' matches no module of Net"):
+        Diagnose(layers="nothing").setup(Trainer(default_root_dir=tmp_path, logger=False), Net(), "fit")
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_stops_both_and_monitors_write_once(tmp_path: Path) -> None:
+    from tests.helpers.ddp import load_ranks, run_ddp_script
+
+    run_ddp_script(tmp_path, """
+        import torch.nn.functional as F
+        from lightning.pytorch import LightningModule
+        from torch import nn
+        from torch.utils.data import DataLoader, TensorDataset
+        from lightkit.callbacks.activations import ActivationMonitor
+        from lightkit.callbacks.curves import LossCurves
+        from lightkit.callbacks.diagnose import Diagnose
+        from lightkit.callbacks.gradients import GradientMonitor
+
+        class Net(LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+            def training_step(self, batch, batch_idx):
+                loss = F.cross_entropy(self.net(batch[0]), batch[1])
+                if self.global_rank == 1 and self.global_step == 3:  # NaN on one rank only
+                    loss = loss * float("nan")
+                return loss
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        seed_everything(0)
+        data = TensorDataset(torch.randn(64, 8), torch.randint(0, 4, (64,)))
+        diagnose = Diagnose(every_n_steps=2)
+        trainer = ddp_trainer(max_steps=20, callbacks=[diagnose, ActivationMonitor(every_n_steps=2),
+                                                       GradientMonitor(every_n_steps=2), LossCurves()])
+        trainer.fit(Net(), DataLoader(data, batch_size=4))
+        save_rank({"step": trainer.global_step, "stop": trainer.should_stop, "bad": diagnose.nonfinite_step,
+                   "kinds": [f.kind for f in diagnose.findings]})
+    """)
+    r0, r1 = load_ranks(tmp_path)
+    assert r0["stop"] and r1["stop"] and r0["step"] == r1["step"] < 20
+    assert r1["bad"] == 3 and r0["bad"] is not None and "nonfinite_loss" in r0["kinds"]
+    assert {p.name for p in (tmp_path / "monitor").iterdir()} == {"activations.png", "gradients.png", "curves.png"}
