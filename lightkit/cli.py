@@ -24,6 +24,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from lightkit.callbacks.prediction_writer import PredictionWriter  # noqa: E402
+from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
 
 __all__ = ["LightkitCLI", "main"]
 
@@ -38,6 +39,8 @@ class LightkitCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="After fit, test the best checkpoint (or the last weights) on the test split and print a summary.",
         )
+        for command in config_commands():
+            command.add_arguments(parser)
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -59,6 +62,14 @@ class LightkitCLI(LightningCLI):
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
         if trainer.is_global_zero:
             _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt)
+            _finish_wandb(trainer)
+
+
+def _finish_wandb(trainer: Trainer) -> None:
+    """Close the W&B run so its offline files are complete (and `wandb sync`-able) when fit returns."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001 - no public "is started"
+            logger.experiment.finish()
 
     # -- predict -----------------------------------------------------------------------------
     def before_predict(self) -> None:
@@ -96,8 +107,14 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
     Console(width=120).print(table)
 
 
-def main(args: list[str] | None = None, run: bool = True) -> LightkitCLI:
-    """Entry point of ``lightkit`` and ``cli.py``."""
+def main(args: list[str] | None = None, run: bool = True) -> LightkitCLI | None:
+    """Entry point of ``lightkit`` and ``cli.py``: lightkit's own commands, else LightningCLI's."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        code = command_module(argv[0]).run(argv[1:])
+        if code:
+            raise SystemExit(code)
+        return None
     return LightkitCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
@@ -105,7 +122,10 @@ def main(args: list[str] | None = None, run: bool = True) -> LightkitCLI:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        args=args,
+        # Optimizer and scheduler are the model's arguments (it builds the parameter groups); the
+        # CLI's top-level ones would patch configure_optimizers and are lost under ddp_spawn.
+        auto_configure_optimizers=False,
+        args=argv,
         run=run,
     )
 
