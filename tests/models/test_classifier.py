@@ -160,3 +160,21 @@ def test_l1_penalty_added_to_training_loss_only_on_decay_params() -> None:
     assert (with_l1 - base).item() == pytest.approx(0.01 * expected.item(), rel=1e-4)
     with pytest.raises(ValueError, match=r"l1=-1.0 must be >= 0"):
         _model(l1=-1.0)
+
+
+def test_metrics_match_sklearn() -> None:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    m = _model()
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (200,), generator=g)
+    logits = torch.randn(200, 10, generator=g)
+    logits[torch.arange(150), y[:150]] += 5.0  # 150 of 200 right, the rest random
+    for chunk in range(0, 200, 64):  # several updates, as in an epoch
+        m.test_metrics.update(logits[chunk:chunk + 64], y[chunk:chunk + 64])
+    out = m.test_metrics.compute()
+    pred = logits.argmax(1)
+    assert out["test/acc"].item() == pytest.approx(accuracy_score(y, pred), abs=1e-6)
+    assert out["test/f1"].item() == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-6)
+    top5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1).float().mean().item()
+    assert out["test/acc_top5"].item() == pytest.approx(top5, abs=1e-6)
