@@ -6,10 +6,8 @@ global backend.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from lightkit._factory import unbound_parameters
 
 __all__ = ["plot_schedule", "trace_schedule"]
 
@@ -33,22 +33,8 @@ def _momentum(group: dict[str, Any]) -> float | None:
 
 
 def _accepted(factory: Callable[..., Any]) -> set[str]:
-    """Keyword names a scheduler factory still accepts.
-
-    LightningCLI factories are ``partial(instantiator, cls, **init_args)`` with an opaque signature,
-    so look through partials for the class; keywords already bound to a value (not ``None``) are
-    the user's and are not overridden.
-    """
-    bound: set[str] = set()
-    target: Any = factory
-    while isinstance(target, partial):
-        bound |= {k for k, v in target.keywords.items() if v is not None}
-        classes = [a for a in target.args if isinstance(a, type)]
-        target = classes[0] if classes else target.func
-    try:
-        return set(inspect.signature(target).parameters) - bound
-    except (TypeError, ValueError):
-        return set()
+    """Keyword names a scheduler factory still accepts (LightningCLI partials included)."""
+    return unbound_parameters(factory)
 
 
 def _title(obj: Any) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from typing import Any
 
@@ -15,6 +13,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lightkit._factory import unbound_parameters
 from lightkit.functional.penalties import l1_penalty
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
@@ -46,20 +45,6 @@ def build_param_groups(named_groups: list[tuple[str, list[tuple[str, nn.Paramete
     return out
 
 
-def _factory_target(factory: Any) -> tuple[Any, set[str]]:
-    """The class a (jsonargparse / functools) partial will build, and the keywords already bound.
-
-    LightningCLI hands ``lr_scheduler`` over as ``partial(instantiator, SchedulerClass, **init_args)``;
-    its own signature says nothing, so look through the partials for the class.
-    """
-    given: set[str] = set()
-    while isinstance(factory, functools.partial):
-        given |= {k for k, v in factory.keywords.items() if v is not None}  # None = left to us
-        classes = [a for a in factory.args if inspect.isclass(a)]
-        factory = classes[0] if classes else factory.func
-    return factory, given
-
-
 # torch schedulers whose parameters are counted in optimizer steps (their docs say so).
 _PER_STEP_TORCH = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
 
@@ -75,11 +60,7 @@ def lr_scheduler_config(
     optimizer step; other torch schedulers step per epoch, as their docs assume. ``ReduceLROnPlateau`` monitors ``val/loss``.
     """
     kwargs: dict[str, Any] = {}
-    target, given = _factory_target(scheduler_factory)
-    try:
-        params = set(inspect.signature(target).parameters) - given
-    except (TypeError, ValueError):
-        params = set()
+    params = unbound_parameters(scheduler_factory)
     if trainer is not None and ("total_steps" in params or "steps_per_epoch" in params):
         total = int(trainer.estimated_stepping_batches)  # also sets up the train loader
         batches = getattr(trainer, "num_training_batches", float("inf"))
