@@ -1,0 +1,106 @@
+"""``python cli.py sanity --config X.yaml``: the lecture's strategy steps 1-3 as a pass/fail report before fitting.
+
+Builds the model and data from the config exactly as ``fit`` would, then runs
+:func:`lightkit.sanity.run_sanity` (initial loss vs ln(C), gradients reach every trainable layer,
+overfit a small sample with regularisation and augmentation off, a short LR check). Prints a table,
+writes ``sanity.json`` to the run folder (``trainer.log_dir``, else ``trainer.default_root_dir``)
+and exits non-zero when a check fails. Options live in the config's ``sanity:`` section or on the
+command line (``--sanity.overfit_steps 200``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: LightningArgumentParser) -> None:
+    from lightkit.sanity import CheckName
+
+    add = parser.add_argument
+    add("--sanity.checks", type=list[CheckName], default=["initial_loss", "gradients", "overfit", "lr"],
+        help="Checks run by `sanity`.")
+    add("--sanity.overfit_batches", type=int, default=2, help="Batches in the sample to overfit.")
+    add("--sanity.batch_size", type=int | None, default=16,
+        help="Images per sample batch; null: the data module's batch_size.")
+    add("--sanity.overfit_steps", type=int, default=100, help="Maximum optimizer steps to overfit the sample.")
+    add("--sanity.overfit_accuracy", type=float, default=0.99, help="Training accuracy that counts as overfitted.")
+    add("--sanity.loss_tolerance", type=float, default=0.25,
+        help="Allowed deviation of the initial loss from ln(C), as a fraction of ln(C).")
+    add("--sanity.lr", type=float | None, default=None, help="Base LR of the checks; null: the configured optimizer's.")
+    add("--sanity.lr_factors", type=list[float], default=[0.1, 1.0, 10.0],
+        help="LR multipliers of the LR check (must include 1.0).")
+    add("--sanity.lr_steps", type=int, default=100, help="Optimizer steps per LR in the LR check.")
+    add("--sanity.min_decrease", type=float, default=0.05,
+        help="Fraction the smoothed loss must fall in the LR check.")
+    add("--sanity.seed", type=int, default=0, help="Seed of every check.")
+    add("--sanity.output", type=str | None, default=None,
+        help="JSON report path; null: <run folder>/sanity.json.")
+
+
+def _validate(opts: Any) -> None:
+    if opts.overfit_batches < 1:
+        raise ValueError(f"sanity: overfit_batches={opts.overfit_batches} must be >= 1 (2 is the default).")
+    if opts.batch_size is not None and opts.batch_size < 1:
+        raise ValueError(f"sanity: batch_size={opts.batch_size} must be >= 1, or null for the data module's.")
+
+
+def _train_batches(model: LightningModule, datamodule: LightningDataModule) -> Any:
+    """The train loader of ``datamodule`` with augmentation off and the model's preprocessing."""
+    if hasattr(datamodule, "augmentations"):
+        # The checks measure the model and the optimiser, not the augmentation (Karpathy: "turn off
+        # regularisation"); the data module builds its train split from this attribute in setup.
+        datamodule.augmentations = None
+    # BaseImageDataModule reads the attached module's preprocessing (data_config) and checks its
+    # num_classes through `trainer.lightning_module`, as in fit; give it just that, no Trainer run.
+    datamodule.trainer = SimpleNamespace(lightning_module=model)  # type: ignore[assignment]
+    try:
+        datamodule.setup("fit")
+        return datamodule.train_dataloader()
+    finally:
+        datamodule.trainer = None
+
+
+def _table(report: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title="lightkit sanity", show_lines=True)
+    for column in ("check", "result", "measured", "hint"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.message, check.hint)
+    return table
+
+
+def run(argv: list[str]) -> int:
+    from rich.console import Console
+
+    from lightkit.cli import LightkitCLI
+    from lightkit.sanity import run_sanity, sample_batches
+
+    cli = LightkitCLI(args=argv, run=False)
+    opts = cli.config.sanity
+    _validate(opts)
+    model, trainer = cli.model, cli.trainer
+    loader = _train_batches(model, cli.datamodule)
+    sample = sample_batches(loader, opts.overfit_batches, opts.batch_size)
+    report = run_sanity(
+        model, sample, loader, checks=list(opts.checks), lr=opts.lr, loss_tolerance=opts.loss_tolerance,
+        overfit_steps=opts.overfit_steps, overfit_accuracy=opts.overfit_accuracy, lr_factors=list(opts.lr_factors),
+        lr_steps=opts.lr_steps, min_decrease=opts.min_decrease, seed=opts.seed, device=trainer.strategy.root_device,
+    )
+    out = Path(opts.output) if opts.output else Path(trainer.log_dir or trainer.default_root_dir) / "sanity.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_dict(), indent=2, default=float))
+    Console(width=140).print(_table(report))
+    verdict = "all checks passed" if report.passed else f"{len(report.failed())} check(s) failed"
+    print(f"lightkit sanity: {verdict} -> {out}", file=sys.stdout if report.passed else sys.stderr)
+    return 0 if report.passed else 1
