@@ -11,13 +11,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Before albumentations / wandb / huggingface_hub are imported by anything: no update check, no
 # error-reporting probe at exit. HF_HUB_OFFLINE is NOT forced: users with a network keep the hub.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 
+import torch  # noqa: E402
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -25,6 +28,7 @@ from rich.table import Table  # noqa: E402
 
 from lightkit.callbacks.prediction_writer import PredictionWriter  # noqa: E402
 from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
+from lightkit.ensemble import EnsembleResult, ensemble_predict  # noqa: E402
 
 __all__ = ["LightkitCLI", "main"]
 
@@ -41,6 +45,11 @@ class LightkitCLI(LightningCLI):
         )
         for command in config_commands():
             command.add_arguments(parser)
+        parser.add_argument(
+            "--ensemble_ckpts", type=list[str] | None, default=None,
+            help="predict / test: average the softmax of these checkpoints (independent runs or snapshots), "
+                 "loaded one at a time; prints each member and the ensemble, writes a CSV in the log dir.",
+        )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -64,17 +73,65 @@ class LightkitCLI(LightningCLI):
             _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt)
             _finish_wandb(trainer)
 
+    # -- checkpoints -------------------------------------------------------------------------
+    def _parse_ckpt_path(self) -> None:
+        """Lightning re-parses the model from ``--ckpt_path``'s hyperparameters. A checkpoint saved
+        outside a subclass-mode CLI has no ``_class_path``; the config's model then stands as given."""
+        if self.config.get("subcommand"):
+            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+            if ckpt_path and Path(ckpt_path).is_file():
+                hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters", {})
+                if "_class_path" not in hparams:
+                    return
+        super()._parse_ckpt_path()
+
+    # -- predict / test ----------------------------------------------------------------------
+    def before_predict(self) -> None:
+        if self.config[self.subcommand].get("ensemble_ckpts"):
+            return
+        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
+
+    def predict(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> Any:
+        ckpts = self.config[self.subcommand].get("ensemble_ckpts")
+        if ckpts:
+            return self._ensemble(list(ckpts), model, datamodule, "ensemble_predictions.csv")
+        return self.trainer.predict(model, datamodule=datamodule, **kwargs)
+
+    def test(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> Any:
+        ckpts = self.config[self.subcommand].get("ensemble_ckpts")
+        if ckpts:
+            if datamodule is not None and getattr(datamodule, "predict_path", None) is not None:
+                raise ValueError("test --ensemble_ckpts scores the test split; remove data.init_args.predict_path "
+                                 "(or run `predict` to label your own images).")
+            return self._ensemble(list(ckpts), model, datamodule, "ensemble_test.csv")
+        return self.trainer.test(model, datamodule=datamodule, **kwargs)
+
+    def _ensemble(self, ckpts: list[str], model: LightningModule, datamodule: LightningDataModule | None,
+                  csv_name: str) -> EnsembleResult:
+        """Average the checkpoints' probabilities (one model in memory), print each member and the
+        ensemble, write a CSV in the log dir."""
+        if datamodule is None:
+            raise ValueError("--ensemble_ckpts needs a data module (the config's `data:` section).")
+        if self.trainer.world_size > 1:
+            raise ValueError("--ensemble_ckpts runs in one process; set trainer.devices=1 (predictions under DDP "
+                             "are split across ranks).")
+        self.trainer.callbacks = [cb for cb in self.trainer.callbacks if not isinstance(cb, BasePredictionWriter)]
+        result = ensemble_predict(ckpts, datamodule, model=model, trainer=self.trainer)
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / csv_name
+        result.to_csv(out, class_names=model.hparams.get("class_names"),
+                      items=getattr(datamodule, "predict_items", None))
+        Console(width=120).print(result.table())
+        Console(width=120).print(f"lightkit: wrote {len(result.index)} ensemble predictions to {out}")
+        return result
+
+
 
 def _finish_wandb(trainer: Trainer) -> None:
     """Close the W&B run so its offline files are complete (and `wandb sync`-able) when fit returns."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001 - no public "is started"
             logger.experiment.finish()
-
-    # -- predict -----------------------------------------------------------------------------
-    def before_predict(self) -> None:
-        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
-            self.trainer.callbacks.append(PredictionWriter())
 
 
 def _has_test(datamodule: LightningDataModule) -> bool:
@@ -91,10 +148,11 @@ def _wandb_dir(trainer: Trainer) -> str | None:
 
 def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, total_s: float, ckpt: str) -> None:
     table = Table(title="lightkit run summary", show_header=False)
-    for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss"):
+    for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss", "tta/test_acc", "tta/test_nll",
+                "snapshot/test_ensemble_acc", "snapshot/test_ensemble_nll"):
         if key in results:
             value = results[key]
-            table.add_row(key, f"{100 * value:.2f} %" if "acc" in key or "f1" in key else f"{value:.4f}")
+            table.add_row(key, f"{100 * value:.2f} %" if "acc" in key or key.endswith("f1") else f"{value:.4f}")
     table.add_row("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}")
     table.add_row("fit time", f"{fit_s:.1f} s")
     table.add_row("total time (fit + test)", f"{total_s:.1f} s")
