@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "lr_find": "lightkit.commands.lr_find",
     "sanity": "lightkit.commands.sanity",
     "export": "lightkit.commands.export",
+    "search": "lightkit.commands.search",
 }
 # Commands whose options live in a config section (their module has add_arguments).
 _CONFIG_SECTIONS: tuple[str, ...] = ("plot_schedule", "lr_find", "sanity")
