@@ -16,13 +16,14 @@ __all__ = ["COMMANDS", "command_module", "config_commands"]
 # name -> module; listed explicitly so that importing lightkit.cli imports nothing else.
 COMMANDS: dict[str, str] = {
     "plot_schedule": "lightkit.commands.plot_schedule",
+    "show_augmentations": "lightkit.commands.show_augmentations",
+    "search": "lightkit.commands.search",
     "lr_find": "lightkit.commands.lr_find",
     "sanity": "lightkit.commands.sanity",
     "export": "lightkit.commands.export",
-    "search": "lightkit.commands.search",
 }
 # Commands whose options live in a config section (their module has add_arguments).
-_CONFIG_SECTIONS: tuple[str, ...] = ("plot_schedule", "lr_find", "sanity")
+_CONFIG_SECTIONS: tuple[str, ...] = ("plot_schedule", "show_augmentations", "lr_find", "sanity")
 
 
 def command_module(name: str) -> ModuleType:

@@ -179,6 +179,7 @@ def build_augmentations(
     image_size: int,
     fill: str = "constant",
     flips_preserve_label: bool = True,
+    where: str = "build_augmentations",
 ) -> A.Compose | None:
     """Training augmentation pipeline: a preset or an explicit list, on HWC uint8 numpy images.
 
@@ -191,20 +192,23 @@ def build_augmentations(
             ``"strong"`` (see :data:`PRESETS`), or a list of mappings, each ``{"name": ..., **kwargs}``
             where ``name`` is a short name (:data:`SHORT_NAMES`: ``hflip``, ``vflip``, ``rotate``,
             ``scale``, ``translate``, ``crop``, ``noise``, ``brightness_contrast``, ``cutout``; kwargs
-            override the defaults) or an albumentations class name (``Affine``, ``CoarseDropout``...).
+            override the defaults), an albumentations class name (``Affine``, ``CoarseDropout``...) or
+            a preset name without arguments, which expands in place (``[{name: standard}, {name: cutout}]``).
         image_size: output height and width in pixels.
         fill: what fills the area a spatial transform uncovers: ``constant`` (0), ``edge``,
             ``reflect``, ``symmetric`` or ``wrap`` (see :data:`FILL_MODES`). An item's own
             ``border_mode`` wins.
         flips_preserve_label: whether mirroring keeps the label (not for digits or text). When
             ``False``, presets omit flips and a flip in an explicit list gives a warning.
+        where: who asks (a data module's class name), named in the flip warning.
 
     Returns:
         A :class:`SeededCompose` (an ``A.Compose``), or ``None`` for no augmentation.
 
     Raises:
         ValueError: unknown preset, fill mode or transform name; a non-positive ``image_size``;
-            arguments albumentations rejects (including 1.x names such as ``cval``).
+            arguments albumentations rejects (including 1.x names such as ``cval``); a preset item
+            with arguments.
     """
     if fill not in FILL_MODES:
         raise ValueError(f"build_augmentations: fill={fill!r} is not a fill mode; use one of {list(FILL_MODES)}.")
@@ -220,14 +224,24 @@ def build_augmentations(
             )
         transforms = _preset(spec, image_size, border_mode, flips_preserve_label)
     elif isinstance(spec, (list, tuple)):
-        transforms = [_from_item(i, item, image_size, border_mode) for i, item in enumerate(spec)]
-        if not flips_preserve_label:
-            for item, transform in zip(spec, transforms, strict=True):
-                if type(transform).__name__ in _FLIPS:
-                    rank_zero_warn(
-                        f"build_augmentations: {item['name']!r} flips change the label for this data (e.g. digits); "
-                        f"remove it from the augmentation list (or the data module's flips_preserve_label is wrong)."
+        transforms = []
+        for i, item in enumerate(spec):
+            if isinstance(item, dict) and item.get("name") in PRESETS:
+                # A preset inside a list expands in place: [{name: standard}, {name: cutout}].
+                if len(item) > 1:
+                    raise ValueError(
+                        f"build_augmentations: item {i} is the preset {item['name']!r} with arguments "
+                        f"{sorted(k for k in item if k != 'name')}; a preset takes none: list the transforms instead."
                     )
+                transforms += _preset(item["name"], image_size, border_mode, flips_preserve_label)
+                continue
+            transform = _from_item(i, item, image_size, border_mode)
+            if not flips_preserve_label and type(transform).__name__ in _FLIPS:
+                rank_zero_warn(
+                    f"{where}: {item['name']!r} flips change the label for this data (e.g. digits); "
+                    f"remove it from the augmentation list (or the data module's flips_preserve_label is wrong)."
+                )
+            transforms.append(transform)
     else:
         raise ValueError(
             f"build_augmentations: spec of type {type(spec).__name__}; give None, a preset name or a list of mappings."

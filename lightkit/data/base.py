@@ -4,10 +4,13 @@ A subclass only says where labelled images come from (:meth:`BaseImageDataModule
 and what its classes are. Everything else is shared, so the embedded sets, image folders and CSVs
 behave the same way: the same split rule, the same preprocessing resolution, the same batches.
 
-Speed: the images are resized and normalised once in ``setup`` and kept in memory. Without
-augmentations a split is a ``TensorDataset`` of normalised ``float32`` images (a batch is one
-index + stack, no per-sample Python work); with augmentations the train split keeps ``uint8`` HWC
-images and runs the albumentations pipeline per sample.
+Speed: the images are decoded, resized and normalised once in ``setup`` and kept in memory (a second
+``setup`` with the same preprocessing reuses them). Without augmentations a split is a
+``TensorDataset`` of normalised ``float32`` images, and the data module's loaders read it through an
+:class:`InMemoryTensorDataset` view: one ``__getitems__`` call per batch instead of one
+``__getitem__`` per image plus the default collate; with augmentations the
+train split keeps ``uint8`` HWC images and runs the albumentations pipeline per sample (give it
+``num_workers``). ``pin_memory`` defaults to on exactly when the trainer runs on CUDA.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from lightkit.data.errors import DataError
 from lightkit.data.images import AugmentedImageDataset, decode_images, list_images, normalize, resize_images
 from lightkit.data.splits import few_shot_indices, stratified_split
 
-__all__ = ["BaseImageDataModule", "ImagePool"]
+__all__ = ["BaseImageDataModule", "ImagePool", "InMemoryTensorDataset"]
 
 _WARN_BYTES = 4 * 2**30
 _STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -47,6 +50,29 @@ class ImagePool:
     images: np.ndarray | list[np.ndarray]
     labels: np.ndarray
     names: list[str] | None = None
+
+
+class InMemoryTensorDataset(TensorDataset):
+    """A ``TensorDataset`` that the DataLoader reads a batch at a time (one call, not one per sample).
+
+    ``DataLoader`` calls ``__getitems__`` with a whole batch of indices when a dataset has it; the
+    batch comes back as ``[x, y, ...]`` (the list a default collate gives, so callbacks that replace
+    the batch in place still can) and :func:`batch_collate` passes it through, so a loader over this
+    dataset needs ``collate_fn=batch_collate``. Samplers (shuffling, ``DistributedSampler``) are
+    unaffected: they only choose the indices.
+    """
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        # Images: one stack of per-row views. A tensor gather (x[index]) is as fast on an idle CPU but
+        # runs as an OpenMP parallel region, which took 12 ms instead of 0.05 ms per batch on a loaded
+        # 2-core machine (benchmarks/RESULTS_overhead.md); the stack stays below the parallel grain.
+        return [torch.stack([t[i] for i in indices]) if t.ndim > 1 else t[index] for t in self.tensors]
+
+
+def batch_collate(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The collate function of :class:`InMemoryTensorDataset` loaders: the batch is already stacked."""
+    return batch
 
 
 class BaseImageDataModule(LightningDataModule):
@@ -80,7 +106,8 @@ class BaseImageDataModule(LightningDataModule):
             symmetric, wrap.
         predict_path: images to predict: a folder (searched recursively), one image, or a CSV with a
             ``path`` column (relative to the CSV's folder). Default: the test split.
-        pin_memory: DataLoader ``pin_memory`` (for GPU training).
+        pin_memory: DataLoader ``pin_memory`` (page-locked host batches: faster, asynchronous copies to
+            a GPU). Default ``null``: on when the trainer's accelerator is CUDA, off otherwise.
         persistent_workers: keep workers between epochs (only when ``num_workers > 0``).
 
     Raises:
@@ -108,7 +135,7 @@ class BaseImageDataModule(LightningDataModule):
         augmentations: str | list[dict[str, Any]] | None = None,
         fill: str = "constant",
         predict_path: str | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
         super().__init__()
@@ -156,7 +183,7 @@ class BaseImageDataModule(LightningDataModule):
             from lightkit.data.augment import build_augmentations
 
             # Validate the spec and fill now (the real pipeline is built in setup, at the resolved size).
-            build_augmentations(augmentations, image_size or 32, fill, self.flips_preserve_label)
+            build_augmentations(augmentations, image_size or 32, fill, self.flips_preserve_label, where=name)
         self.save_hyperparameters()
         self.preprocessing: dict[str, Any] = {}
         self.predict_items: list[str] = []
@@ -311,7 +338,8 @@ class BaseImageDataModule(LightningDataModule):
             if height != width:
                 raise DataError(f"{type(self).__name__}: augmentations need a square input but the input size is "
                                 f"{height}x{width}; set image_size.")
-            transform = build_augmentations(self.augmentations, height, self.fill, self.flips_preserve_label)
+            transform = build_augmentations(self.augmentations, height, self.fill, self.flips_preserve_label,
+                                            where=type(self).__name__)
             if transform is not None:
                 hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
                 self._datasets[split] = AugmentedImageDataset(hwc, labels, transform, mean, std)
@@ -377,14 +405,25 @@ class BaseImageDataModule(LightningDataModule):
                 self._build(split)
         return self._datasets[split]
 
+    def _pin_memory(self) -> bool:
+        """``pin_memory`` as given, else whether the attached trainer runs on CUDA."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        from lightning.pytorch.accelerators import CUDAAccelerator
+
+        return isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator)
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        if type(dataset) is TensorDataset:  # the in-memory splits: read a batch with one index per tensor
+            dataset = InMemoryTensorDataset(*dataset.tensors)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            collate_fn=batch_collate if isinstance(dataset, InMemoryTensorDataset) else None,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=False,
         )

@@ -98,7 +98,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         augmentations: str | list[dict[str, Any]] | None = None,
         fill: str = "constant",
         predict_path: str | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
         super().__init__(
@@ -206,7 +206,7 @@ class CSVDataModule(BaseImageDataModule):
         augmentations: str | list[dict[str, Any]] | None = None,
         fill: str = "constant",
         predict_path: str | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
         super().__init__(

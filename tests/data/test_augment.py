@@ -123,6 +123,7 @@ def test_flip_warning() -> None:
         ({"spec": [{"name": "rotate", "limit": "x"}]}, r"item 0 \('rotate' -> A.Rotate\) rejected its arguments"),
         ({"spec": "light", "image_size": 0}, "image_size=0 must be a positive int"),
         ({"spec": 3}, "spec of type int"),
+        ({"spec": [{"name": "light", "p": 0.5}]}, r"item 0 is the preset 'light' with arguments \['p'\]; a preset takes none"),
     ],
 )
 def test_errors(kwargs: dict, match: str) -> None:
@@ -143,3 +144,15 @@ def test_reseeds_per_torch_seed_and_pickles() -> None:
 
     np.testing.assert_array_equal(run(1), run(1))
     assert not np.array_equal(run(1), run(2))
+
+
+def test_preset_inside_a_list_expands_in_place() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the preset leaves flips out for digits: no warning
+        pipeline = build_augmentations([{"name": "standard"}, {"name": "cutout", "p": 1.0}], 16,
+                                       flips_preserve_label=False)
+    names = [type(t).__name__ for t in pipeline.transforms]
+    preset = [type(t).__name__ for t in build_augmentations("standard", 16, flips_preserve_label=False).transforms]
+    assert names == [*preset[:-1], "CoarseDropout", "Resize"]
+    with_flips = [type(t).__name__ for t in build_augmentations([{"name": "strong"}], 16).transforms]
+    assert with_flips[1:3] == ["HorizontalFlip", "VerticalFlip"]
