@@ -57,6 +57,10 @@ class LightkitCLI(LightningCLI):
     # -- fit ---------------------------------------------------------------------------------
     def before_fit(self) -> None:
         self._t0 = time.perf_counter()
+        from lightkit.callbacks.regularization import RegularizationSummary
+
+        if not any(isinstance(cb, RegularizationSummary) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(RegularizationSummary())  # one log line: which regularizers are on
 
     def after_fit(self) -> None:
         fit_seconds = time.perf_counter() - self._t0
@@ -69,8 +73,9 @@ class LightkitCLI(LightningCLI):
         if cfg.get("test_after_fit", True) and self.datamodule is not None and _has_test(self.datamodule):
             out = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
+        log_dir = trainer.log_dir  # a broadcast from rank zero under DDP: every rank must call it
         if trainer.is_global_zero:
-            _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt)
+            _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt, log_dir)
             _finish_wandb(trainer)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -146,7 +151,8 @@ def _wandb_dir(trainer: Trainer) -> str | None:
     return None
 
 
-def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, total_s: float, ckpt: str) -> None:
+def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, total_s: float, ckpt: str,
+                   log_dir: str | None) -> None:
     table = Table(title="lightkit run summary", show_header=False)
     for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss", "tta/test_acc", "tta/test_nll",
                 "snapshot/test_ensemble_acc", "snapshot/test_ensemble_nll"):
@@ -160,8 +166,8 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
     wandb_dir = _wandb_dir(trainer)
     if wandb_dir:
         table.add_row("W&B run", wandb_dir)
-    if trainer.log_dir:
-        table.add_row("log dir", str(trainer.log_dir))
+    if log_dir:
+        table.add_row("log dir", str(log_dir))
     Console(width=120).print(table)
 
 

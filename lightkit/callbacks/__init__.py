@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "SWA": "swa",
     "SaveEncoder": "save_encoder",
     "SnapshotEnsemble": "snapshot",
+    "SpeedUp": "speed",
     "TTA": "tta",
 }
 
