@@ -16,6 +16,7 @@ train split keeps ``uint8`` HWC images and runs the albumentations pipeline per 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,13 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
 from lightkit.data.errors import DataError
 from lightkit.data.images import AugmentedImageDataset, decode_images, list_images, normalize, resize_images
 from lightkit.data.splits import few_shot_indices, stratified_split
 
-__all__ = ["BaseImageDataModule", "ImagePool", "InMemoryTensorDataset"]
+__all__ = ["BaseImageDataModule", "EpochSeededSampler", "ImagePool", "InMemoryTensorDataset"]
 
 _WARN_BYTES = 4 * 2**30
 _STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -68,6 +69,28 @@ class InMemoryTensorDataset(TensorDataset):
         # runs as an OpenMP parallel region, which took 12 ms instead of 0.05 ms per batch on a loaded
         # 2-core machine (benchmarks/RESULTS_overhead.md); the stack stays below the parallel grain.
         return [torch.stack([t[i] for i in indices]) if t.ndim > 1 else t[index] for t in self.tensors]
+
+
+class EpochSeededSampler(RandomSampler):
+    """A random permutation per epoch drawn from ``seed + epoch`` (Lightning calls ``set_epoch``).
+
+    The order of epoch ``e`` depends only on ``seed`` and ``e``, not on how many epochs this process
+    has iterated, so a run resumed from a checkpoint at epoch ``k`` sees the same batches as a straight
+    run. (A loader seeded once with a ``torch.Generator`` restarts from its first permutation after a
+    resume.) Under DDP Lightning swaps it for a ``DistributedSampler``, which seeds the same way.
+    """
+
+    def __init__(self, data_source: Sized, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 def batch_collate(batch: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -419,8 +442,7 @@ class BaseImageDataModule(LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=EpochSeededSampler(dataset, self.seed) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=batch_collate if isinstance(dataset, InMemoryTensorDataset) else None,
             pin_memory=self._pin_memory(),

@@ -224,3 +224,53 @@ def test_no_test_split_raises() -> None:
     dm.setup("test")
     with pytest.raises(DataError, match=r"no test split .* set test_fraction > 0"):
         dm.test_dataloader()
+
+
+def test_shuffle_order_depends_on_seed_and_epoch_only() -> None:
+    """Epoch e's order is a function of (seed, e): a run resumed at epoch e sees the straight run's batches."""
+    from lightkit.data.base import EpochSeededSampler
+
+    dm = DigitsDataModule(batch_size=32, image_size=8, seed=3)
+    dm.setup("fit")
+
+    def order(loader: torch.utils.data.DataLoader, epoch: int) -> list[int]:
+        loader.sampler.set_epoch(epoch)
+        return list(loader.sampler)
+
+    straight = dm.train_dataloader()
+    assert isinstance(straight.sampler, EpochSeededSampler)
+    epochs = [order(straight, e) for e in range(3)]
+    resumed = dm.train_dataloader()  # a fresh loader, as after loading a checkpoint at epoch 2
+    assert order(resumed, 2) == epochs[2]
+    assert epochs[0] != epochs[1] != epochs[2] and sorted(epochs[0]) == list(range(len(straight.dataset)))
+    other_seed = DigitsDataModule(batch_size=32, image_size=8, seed=4)
+    other_seed.setup("fit")
+    assert order(other_seed.train_dataloader(), 0) != epochs[0]
+    first_batch = next(iter(resumed))
+    assert torch.equal(first_batch[0], straight.dataset.tensors[0][epochs[2][:32]])
+
+
+def test_resume_sees_the_straight_runs_batches(tmp_path) -> None:
+    """2 epochs straight == 1 epoch, checkpoint, resume for the second (shuffled digits, SGD momentum)."""
+    from functools import partial
+
+    from lightning.pytorch import Trainer
+
+    from lightkit.models import ImageClassifier
+
+    def fit(epochs: int, ckpt: str | None = None) -> tuple[ImageClassifier, Trainer]:
+        torch.manual_seed(0)
+        model = ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1,
+                                optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9))
+        trainer = Trainer(max_epochs=epochs, limit_train_batches=4, limit_val_batches=0, logger=False,
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                          accelerator="cpu", default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=16, image_size=16, seed=1), ckpt_path=ckpt)
+        return model, trainer
+
+    straight, _ = fit(2)
+    _, first = fit(1)
+    first.save_checkpoint(tmp_path / "epoch1.ckpt")
+    resumed, _ = fit(2, str(tmp_path / "epoch1.ckpt"))
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
