@@ -276,6 +276,13 @@ def sample_batches(loader: Iterable[Any], num_batches: int = 2, batch_size: int 
 
 
 # -- checks --------------------------------------------------------------------------------------
+def _pretrained(model: nn.Module) -> bool:
+    """Whether the module says its encoder starts from pretrained weights (``hparams.pretrained``)."""
+    hparams = getattr(model, "hparams", None)
+    value = hparams.get("pretrained", False) if hparams is not None else False
+    return bool(value) and value not in ("false", "False", "none", "None")
+
+
 def initial_loss_check(model: nn.Module, batches: Sequence[Batch], tolerance: float = 0.25,
                        label_smoothing: float | None = None, seed: int = 0,
                        device: torch.device | str | None = None) -> CheckResult:
@@ -319,6 +326,10 @@ def initial_loss_check(model: nn.Module, batches: Sequence[Batch], tolerance: fl
     message = f"initial loss {loss:.4g}, expected ln({classes}) = {expected:.4g} +- {tolerance:.0%}"
     if math.isfinite(loss) and abs(loss - expected) <= tolerance * expected:
         return CheckResult("initial_loss", True, message, measured)
+    if math.isfinite(loss) and loss < expected and _pretrained(model):
+        # Pretrained features are already class-separated: a random head on them can land below chance.
+        measured["pretrained"] = True
+        return CheckResult("initial_loss", True, message + " (below: expected with a pretrained encoder)", measured)
     if not math.isfinite(loss) or loss > expected:
         hint = ("the logits are too large at init: scale the head init down (`model.init_args.head_init: xavier`), "
                 "check the input normalisation (`data.init_args.mean` / `data.init_args.std`) and the labels")

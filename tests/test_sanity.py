@@ -69,6 +69,21 @@ def test_huge_head_bias_fails_initial_loss(data: tuple[list, list]) -> None:
     assert "model.init_args.head_init" in result.hint
 
 
+def test_below_chance_passes_only_with_a_pretrained_encoder(data: tuple[list, list]) -> None:
+    model = tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(15):  # a few steps on the sample: the loss falls well below ln(10)
+        for x, y in data[0]:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    result = initial_loss_check(model, data[0])
+    assert not result.passed and result.measured["loss"] < 1.5 and "below chance" in result.hint
+    model.hparams["pretrained"] = "encoder.safetensors"
+    result = initial_loss_check(model, data[0])
+    assert result.passed and result.measured["pretrained"] and "pretrained encoder" in result.message
+
+
 def test_label_smoothing_keeps_ln_c_expected(data: tuple[list, list]) -> None:
     model = tiny()
     with torch.no_grad():
@@ -208,3 +223,16 @@ def test_other_raises(data: tuple[list, list]) -> None:
         initial_loss_check(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10), nn.Unflatten(1, (10, 1))), sample)
     with pytest.raises(KeyError, match="no check 'speed'"):
         SanityReport([])["speed"]
+
+
+@pytest.mark.slow
+def test_quickstart_config_passes(tmp_path: Path) -> None:
+    """The shipped quickstart (resnet10t, MNIST-5k weights, label smoothing) passes every check."""
+    out = tmp_path / "quickstart_sanity.json"
+    repo = Path(__file__).resolve().parents[1]
+    assert main(["sanity", "--config", str(repo / "configs/quickstart.yaml"), "--trainer.logger=false",
+                 f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--sanity.lr_steps=30",
+                 f"--sanity.output={out}"]) is None
+    report = json.loads(out.read_text())
+    assert report["passed"], report
+    assert [c["name"] for c in report["checks"]] == ["initial_loss", "gradients", "overfit", "lr"]
