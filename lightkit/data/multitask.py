@@ -144,7 +144,7 @@ class MultiTaskCSVDataModule(_AuxTargets, CSVDataModule):
         augmentations: str | list[dict[str, Any]] | None = None,
         fill: str = "constant",
         predict_path: str | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
         owner = type(self).__name__
@@ -240,7 +240,7 @@ class DigitsMultiTaskDataModule(_AuxTargets, DigitsDataModule):
         augmentations: str | list[dict[str, Any]] | None = None,
         fill: str = "constant",
         predict_path: str | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
         if not 0.0 < max_rotation <= 180.0:
