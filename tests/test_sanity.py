@@ -145,7 +145,7 @@ def _config(tmp_path: Path) -> str:
                                 "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.001}}}},
         "data": {"class_path": "lightkit.data.DigitsDataModule",
                  "init_args": {"batch_size": 8, "image_size": 32, "augmentations": "light"}},
-        "sanity": {"batch_size": 8, "overfit_steps": 30, "lr_factors": [1.0], "lr_steps": 10},
+        "sanity": {"batch_size": 8, "overfit_steps": 30, "lr_factors": [1.0], "lr_steps": 40},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
