@@ -67,7 +67,7 @@ class InMemoryTensorDataset(TensorDataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         # Images: one stack of per-row views. A tensor gather (x[index]) is as fast on an idle CPU but
         # runs as an OpenMP parallel region, which took 12 ms instead of 0.05 ms per batch on a loaded
-        # 2-core machine (benchmarks/RESULTS_overhead.md); the stack stays below the parallel grain.
+        # 2-core machine (benchmarks/RESULTS.md, issue 12); the stack stays below the parallel grain.
         return [torch.stack([t[i] for i in indices]) if t.ndim > 1 else t[index] for t in self.tensors]
 
 
