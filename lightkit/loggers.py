@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightkit.models.encoder import hub_reachable
@@ -35,6 +36,10 @@ class WandbLogger(_LightningWandbLogger):
         group: W&B run group.
         tags: W&B run tags.
         probe_timeout: seconds to wait for the W&B server before going offline.
+        reuse_active_run: when a W&B run is already open in this process (``wandb.init()`` called by
+            you, or a run an earlier fit left open), log into it (Lightning's behaviour, default); with
+            False the open run is finished, with a warning, and this logger writes a run of its own (what
+            a search needs: one run per trial).
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class WandbLogger(_LightningWandbLogger):
         group: str | None = None,
         tags: list[str] | None = None,
         probe_timeout: float = 3.0,
+        reuse_active_run: bool = True,
     ) -> None:
         mode_env = os.environ.get("WANDB_MODE", "").lower()
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -66,3 +72,18 @@ class WandbLogger(_LightningWandbLogger):
             project=project, name=name, save_dir=save_dir, offline=offline, log_model=log_model,
             group=group, tags=tags, **extra,
         )
+        self._reuse_active_run = reuse_active_run
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """The W&B run (created on first use); see ``reuse_active_run`` for an already open run."""
+        if self._experiment is None and not self._reuse_active_run:
+            import wandb
+
+            active = wandb.run
+            if active is not None:
+                rank_zero_warn(f"lightkit WandbLogger: the W&B run {active.name!r} was still open; it is finished so "
+                               f"that this logger writes a run of its own ({self._wandb_init.get('name')!r}).")
+                active.finish()
+        return _LightningWandbLogger.experiment.fget(self)

@@ -444,7 +444,7 @@ def _trial_overrides(config: SearchConfig, trial_dir: Path, wandb_name: str | No
         loggers.append({"class_path": "lightkit.loggers.WandbLogger",
                         "init_args": {"project": config.wandb_project, "name": wandb_name,
                                       "save_dir": str(Path(config.run_dir)), "group": config.study_name,
-                                      "tags": [stage]}})
+                                      "tags": [stage], "reuse_active_run": False}})
     return {"trainer.default_root_dir": str(trial_dir), "trainer.enable_progress_bar": False,
             "trainer.enable_model_summary": False, "trainer.logger": loggers, "test_after_fit": False}
 

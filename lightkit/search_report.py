@@ -145,7 +145,8 @@ def log_wandb_summary(config: SearchConfig, result: SearchResult, plots: list[Pa
     if os.environ.get("WANDB_MODE", "").lower() == "disabled":
         return None
     logger = WandbLogger(project=config.wandb_project, name=f"{config.study_name}-summary",
-                         save_dir=str(result.run_dir), group=config.study_name, tags=["search-summary"])
+                         save_dir=str(result.run_dir), group=config.study_name, tags=["search-summary"],
+                         reuse_active_run=False)
     run = logger.experiment
     import wandb
 

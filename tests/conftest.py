@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 
 # Before anything imports huggingface_hub, albumentations or wandb.
 for _key, _value in {
@@ -24,3 +26,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _close_open_wandb_run() -> Iterator[None]:
+    """A test that fits with a WandbLogger outside the CLI leaves its run open; close it so the next
+    test's logger does not write into it (tests/test_search.py checks lightkit copes when one is left)."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.finish()

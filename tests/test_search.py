@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
+import wandb
 import yaml
 
 from lightkit.cli import main
@@ -183,7 +184,10 @@ def test_search_outputs_and_exported_best_config_fits(tmp_path: Path) -> None:
                      "model.init_args.hidden": {"type": "categorical", "choices": [[], [16]]}},
            "stages": [{"name": "coarse", "n_trials": 2, "limit_train_batches": 3},
                       {"name": "final", "retrain_top": 1, "max_epochs": 2, "limit_train_batches": 3}]}
+    # a W&B run left open by an earlier fit in this process must not swallow the first trial
+    wandb.init(project="lightkit", name="leaked", dir=str(tmp_path / "leaked"), mode="offline")
     result = run_search(SearchConfig(**cfg))
+    assert wandb.run is None and list((tmp_path / "leaked").glob("wandb/offline-run-*/run-*.wandb"))
     run = tmp_path / "run"
     assert [s.n_complete for s in result.stages] == [2, 1] and result.best_stage == "final"
     for row in result.trials:
