@@ -35,30 +35,75 @@ from lightkit.models.classifier import ImageClassifier
 
 
 class LoopTimer(Callback):
-    """Wall time from the start of the first training batch to the end of the last one."""
+    """Wall time from the start of the first training batch to the end of the last one, and the start
+    time of every batch (a step's duration runs to the next step's start: every hook is inside it)."""
 
     def __init__(self) -> None:
-        self.t0: float | None = None
+        self.starts: list[float] = []
         self.t1 = 0.0
 
+    @property
+    def t0(self) -> float | None:
+        return self.starts[0] if self.starts else None
+
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.t0 is None:
-            self.t0 = time.perf_counter()
+        self.starts.append(time.perf_counter())
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.t1 = time.perf_counter()
 
+    def durations(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, [*self.starts[1:], self.t1], strict=True)]
 
-def one_fit(model_name: str, steps: int, batch_size: int, monitored: bool) -> tuple[float, float]:
-    """``(loop seconds, fit seconds)`` of one fit from the same seed."""
+
+_AFTER_LOOP = {"on_train_end", "on_fit_end", "teardown", "on_save_checkpoint", "state_dict"}
+
+
+def time_hooks(callback: Callback, timer: LoopTimer, spent: dict[int, float]) -> None:
+    """Wrap every Lightning hook ``callback``'s class defines so that the seconds it takes are added to
+    ``spent[step]`` (step = index of the batch running). Lightning looks hooks up on the instance, so
+    instance attributes take over. End-of-fit hooks are left out: they are timed by ``fit - loop``."""
+    names = {n for cls in type(callback).__mro__ if cls not in (Callback, object) for n in vars(cls)
+             if n.startswith("on_") and n not in _AFTER_LOOP and callable(getattr(Callback, n, None))}
+    for name in names:
+        hook = getattr(callback, name)
+
+        def timed(*args: Any, _hook: Any = hook, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _hook(*args, **kwargs)
+            finally:
+                step = len(timer.starts) - 1
+                spent[step] = spent.get(step, 0.0) + time.perf_counter() - t0
+
+        setattr(callback, name, timed)
+
+
+def in_run_overhead(durations: list[float], spent: dict[int, float], every: int) -> float:
+    """Seconds the monitors added to one monitored loop, from that loop alone (no second arm, so load
+    drift between runs does not enter): the hook time of ordinary steps, plus, on the steps a monitor
+    logs (every ``every`` steps; the forward hooks recording activations run inside those), what the
+    step took beyond an ordinary step's un-hooked time. Step 0 (slow in any fit) is left out."""
+    logging = {i for i in range(1, len(durations)) if i % every in (0, every - 1)}
+    ordinary = [i for i in range(1, len(durations)) if i not in logging]
+    base = statistics.median(durations[i] - spent.get(i, 0.0) for i in ordinary)
+    return sum(spent.get(i, 0.0) for i in ordinary) + sum(max(0.0, durations[i] - base) for i in logging)
+
+
+def one_fit(model_name: str, steps: int, batch_size: int, monitored: bool) -> tuple[float, float, float]:
+    """``(loop seconds, fit seconds, in-run overhead seconds)`` of one fit from the same seed."""
     torch.manual_seed(0)
     model = ImageClassifier(encoder=model_name, num_classes=10, in_chans=1,
                             optimizer=partial(torch.optim.AdamW, lr=1e-3))
     data = DigitsDataModule(batch_size=batch_size, image_size=32)
     timer = LoopTimer()
     callbacks: list[Callback] = [timer]
+    spent: dict[int, float] = {}
     if monitored:
-        callbacks += [ActivationMonitor(), GradientMonitor(), LossCurves(), Diagnose()]
+        monitors = [ActivationMonitor(), GradientMonitor(), LossCurves(), Diagnose()]
+        for monitor in monitors:
+            time_hooks(monitor, timer, spent)
+        callbacks += monitors
     with tempfile.TemporaryDirectory() as root:
         trainer = Trainer(max_steps=steps, accelerator="cpu", logger=False, default_root_dir=root,
                           callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
@@ -67,7 +112,9 @@ def one_fit(model_name: str, steps: int, batch_size: int, monitored: bool) -> tu
         trainer.fit(model, datamodule=data)
         fit = time.perf_counter() - t0
     assert timer.t0 is not None
-    return timer.t1 - timer.t0, fit
+    loop = timer.t1 - timer.t0
+    overhead = in_run_overhead(timer.durations(), spent, every=50) if monitored else 0.0
+    return loop, fit, overhead
 
 
 def main() -> None:
@@ -81,12 +128,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     one_fit(args.model, 5, args.batch_size, True)  # warm-up: imports (matplotlib), allocator, data cache
-    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    times: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
     for rep in range(args.reps):
         for monitored in ((False, True) if rep % 2 == 0 else (True, False)):
             times[monitored].append(one_fit(args.model, args.steps, args.batch_size, monitored))
-            loop, fit = times[monitored][-1]
-            print(f"rep {rep} {'monitored' if monitored else 'plain    '}: loop {loop:.2f} s  fit {fit:.2f} s", flush=True)
+            loop, fit, extra = times[monitored][-1]
+            inside = f"  monitors inside the loop {extra:.2f} s ({100 * extra / (loop - extra):.1f} %)" if monitored else ""
+            print(f"rep {rep} {'monitored' if monitored else 'plain    '}: loop {loop:.2f} s  fit {fit:.2f} s{inside}", flush=True)
     print(f"\n{args.model}, {args.steps} steps, batch {args.batch_size}, 32 px, {args.reps} reps, "
           f"{args.threads} threads, torch {torch.__version__}")
     for i, label in enumerate(("loop", "fit")):
@@ -94,6 +142,15 @@ def main() -> None:
         monitored = statistics.median(t[i] for t in times[True])
         print(f"{label:>4}: plain {plain:.2f} s  monitored {monitored:.2f} s  ratio {monitored / plain:.3f} "
               f"({100 * (monitored / plain - 1):+.1f} %)")
+    paired = [m[0] / p[0] for p, m in zip(times[False], times[True], strict=True)]
+    print(f"loop ratio of the runs side by side in each repetition: median {statistics.median(paired):.3f} "
+          f"(range {min(paired):.3f}-{max(paired):.3f})")
+    inside = statistics.median(extra / (loop - extra) for loop, _, extra in times[True])
+    print(f"in-run accounting (monitored loops alone: hook time + logging-step excess): median +{100 * inside:.2f} %")
+    # what fit adds to the loop in each arm; the difference is the end-of-fit PNGs, once per fit
+    after = {m: statistics.median(fit - loop for loop, fit, _ in times[m]) for m in (False, True)}
+    print(f"after the loop: plain {after[False]:.2f} s  monitored {after[True]:.2f} s  "
+          f"(end-of-fit PNGs: {after[True] - after[False]:.2f} s once per fit)")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ class LossCurves(Callback):
     def save(self, path: str | Path) -> Path:
         """Draw loss, accuracy and LR curves recorded so far to a PNG at ``path`` and return the path."""
         self._flush()
-        fig = new_figure(10, 10)
+        fig = new_figure(10, 10, hspace=0.3)
         ax_loss, ax_acc, ax_lr = fig.subplots(3, 1, sharex=True)
         steps, losses = self.train["step"], self.train["loss"]
         if steps:

@@ -431,7 +431,7 @@ def _metrics(pl_module: LightningModule) -> list[Any]:
 
 
 def _figure(res: dict[str, Any]) -> Any:
-    fig = new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(res["lrs"], res["losses"], color="0.7", lw=1, label="loss")
     ax.plot(res["lrs"], res["smoothed"], color="C0", lw=2, label="smoothed")
