@@ -38,6 +38,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -58,9 +59,11 @@ DATA = {"digits": DigitsDataModule, "mnist5k": MNIST5kDataModule}
 LR, WD, PCT = 1e-3, 0.05, 0.25
 
 
-def _data(name: str, batch_size: int, image_size: int) -> Any:
-    # mean / std given: otherwise the CLI's data module takes them from the attached model's timm config
+def _data(name: str, batch_size: int, image_size: int, model: torch.nn.Module) -> Any:
+    """The data module as the CLI's arm sees it: mean / std given, the resize interpolation taken from
+    the model's timm config (the CLI's data module reads it from the model the trainer holds)."""
     dm = DATA[name](batch_size=batch_size, image_size=image_size, mean=[0.5], std=[0.5])
+    dm.trainer = SimpleNamespace(lightning_module=model)
     dm.setup("fit")
     return dm
 
@@ -69,8 +72,9 @@ def plain_run(model_name: str, data: str, batch_size: int, image_size: int, epoc
     """One plain-loop run; ``{"loop": s, "total": s, "state": final weights, "val_acc": ...}``."""
     t0 = time.perf_counter()
     seed_everything(0, verbose=False)
-    dm = _data(data, batch_size, image_size)
-    model = ImageClassifier(encoder=model_name, num_classes=dm.num_classes, in_chans=dm.in_chans)
+    classes = DATA[data](batch_size=batch_size)
+    model = ImageClassifier(encoder=model_name, num_classes=classes.num_classes, in_chans=classes.in_chans)
+    dm = _data(data, batch_size, image_size, model)
     optimizer = torch.optim.AdamW(build_param_groups(model.layer_groups()), lr=LR, weight_decay=WD)
     train, val = dm.train_dataloader(), dm.val_dataloader()
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, pct_start=PCT, total_steps=epochs * len(train))
@@ -190,7 +194,10 @@ def main() -> None:
     common = (args.model, args.data, args.batch_size, args.image_size)
     print(f"load average before: {os.getloadavg()}", flush=True)
     # Warm-up: imports (wandb, matplotlib), allocator, the data set's file cache.
-    plain_run(*common, 1) if args.data == "digits" else _data(args.data, args.batch_size, args.image_size)
+    if args.data == "digits":
+        plain_run(*common, 1)
+    else:
+        _data(args.data, args.batch_size, args.image_size, ImageClassifier(encoder=args.model, in_chans=1))
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], "lightkit": []}
     for rep in range(args.reps):
         for arm in (("plain", "lightkit") if rep % 2 == 0 else ("lightkit", "plain")):
