@@ -16,7 +16,7 @@ from lightkit._factory import unbound_parameters
 from lightkit.functional.penalties import l1_penalty
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
-from lightkit.models.metrics import LeanClassificationMetric
+from lightkit.models.metrics import EpochMetricLogging, LeanClassificationMetric
 
 __all__ = ["ImageClassifier", "build_param_groups", "lr_scheduler_config", "no_weight_decay"]
 
@@ -80,7 +80,7 @@ def lr_scheduler_config(
     return config
 
 
-class ImageClassifier(LightningModule):
+class ImageClassifier(EpochMetricLogging, LightningModule):
     """Image classification with any timm encoder and an MLP head.
 
     Optimizer and scheduler are injected as callables (LightningCLI ``OptimizerCallable`` /
@@ -190,7 +190,7 @@ class ImageClassifier(LightningModule):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True,
                  batch_size=x.shape[0], sync_dist=not on_step)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_metrics_once(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -37,6 +37,7 @@ from lightkit.functional.multitask import (
 from lightkit.models.classifier import build_param_groups, lr_scheduler_config
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
+from lightkit.models.metrics import EpochMetricLogging
 
 __all__ = ["MainTaskModel", "MultiTaskClassifier", "Task"]
 
@@ -195,7 +196,7 @@ class MainTaskModel(nn.Module):
         return self.head(self.encoder(x))
 
 
-class MultiTaskClassifier(LightningModule):
+class MultiTaskClassifier(EpochMetricLogging, LightningModule):
     """Several tasks on one timm encoder (hard sharing) or on one encoder each (soft sharing).
 
     Parameter groups follow :class:`~lightkit.models.ImageClassifier`: one per encoder stage
@@ -435,9 +436,9 @@ class MultiTaskClassifier(LightningModule):
                 out = out.sigmoid()
             target = targets[t.name].long() if t.type != "regression" else targets[t.name].to(out.dtype)
             metrics[t.name].update(out, target)
-            self.log_dict(metrics[t.name], on_step=False, on_epoch=True)
+            self.log_metrics_once(metrics[t.name], on_step=False, on_epoch=True)
         metrics["_main"].update(outputs[self.main_task].detach(), targets[self.main_task].long())
-        self.log_dict(metrics["_main"], on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_metrics_once(metrics["_main"], on_step=False, on_epoch=True, prog_bar=stage != "train")
         if stage == "train":
             self._log_weights(losses.detach())
         return total
@@ -499,6 +500,7 @@ class MultiTaskClassifier(LightningModule):
         self._columns = {t.name: names.index(t.name) for t in self.tasks}
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         if self.weighting != "dwa":
             return
         # Fold the finished epoch in here, not at its end: a checkpoint written at the epoch's end (before

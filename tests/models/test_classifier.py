@@ -7,7 +7,8 @@ from functools import partial
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightkit.models.classifier import ImageClassifier, build_param_groups, lr_scheduler_config
@@ -178,3 +179,81 @@ def test_metrics_match_sklearn() -> None:
     assert out["test/f1"].item() == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-6)
     top5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1).float().mean().item()
     assert out["test/acc_top5"].item() == pytest.approx(top5, abs=1e-6)
+
+
+class _RecordingLogger(Logger):
+    """Keeps every ``log_metrics`` call: ``[(step, {key: value})]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append((int(step or 0), dict(metrics)))
+
+
+def test_epoch_metrics_cover_every_batch_and_are_logged_once_per_epoch(tmp_path) -> None:
+    """Metric objects are handed to Lightning once per epoch (not per step); the epoch figures still
+    cover every batch of the epoch, for training and for each validation run."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 32, 32, generator=g), torch.randint(0, 10, (40,), generator=g)
+    train, val = DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
+    m = _model(optimizer=partial(torch.optim.SGD, lr=0.05))
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}
+    per_epoch: dict[str, list[float]] = {"train": [], "val": []}
+    for stage in ("train", "val"):
+        collection = getattr(m, f"{stage}_metrics")
+        update = collection.update
+
+        def spy(logits, target, _stage=stage, _update=update):
+            seen[_stage].append((logits.argmax(1), target))
+            _update(logits, target)
+
+        collection.update = spy
+    log_dict_calls: list[str] = []
+    original = m.log_dict
+
+    def counting_log_dict(dictionary, *args, **kwargs):
+        log_dict_calls.append(getattr(dictionary, "prefix", None) or "dict")
+        return original(dictionary, *args, **kwargs)
+
+    m.log_dict = counting_log_dict
+
+    class EpochAccuracy(Callback):  # what the epoch's updates say, to compare with what was logged
+        def on_train_epoch_end(self, trainer, pl_module):
+            per_epoch["train"].append(_acc(seen["train"]))
+            seen["train"].clear()
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                per_epoch["val"].append(_acc(seen["val"]))
+            seen["val"].clear()
+
+    def _acc(pairs):
+        return float(sum((p == t).sum() for p, t in pairs)) / sum(len(t) for _, t in pairs)
+
+    logger = _RecordingLogger()
+    trainer = Trainer(max_epochs=2, limit_train_batches=5, limit_val_batches=2, val_check_interval=0.5,
+                      num_sanity_val_steps=1, default_root_dir=tmp_path, logger=logger, log_every_n_steps=1,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", callbacks=[EpochAccuracy()])
+    trainer.fit(m, train, val)
+    logged = {stage: [row[f"{stage}/acc"] for _, row in logger.rows if f"{stage}/acc" in row] for stage in ("train", "val")}
+    assert len(logged["train"]) == 2 and logged["train"] == pytest.approx(per_epoch["train"], abs=1e-6)
+    assert len(logged["val"]) == 4 and logged["val"] == pytest.approx(per_epoch["val"], abs=1e-6)  # 2 runs per epoch
+    # not once per step (10 train + 9 val steps): train metrics at each epoch start and again after each
+    # of its 2 validations (after batches 2 and 4 of 5: training goes on after both), val metrics once
+    # per validation run (4) and in the sanity check
+    assert log_dict_calls.count("train/") == 2 * 3
+    assert log_dict_calls.count("val/") == 5
