@@ -674,6 +674,7 @@ def _objective(config: SearchConfig, stage: Stage, space: dict[str, Param], stag
     import optuna
 
     def objective(trial: Any) -> float:
+        trial.set_user_attr(CLAIM_ATTR, _claim(trial.number))  # first: see _fail_unclaimed_trials
         params = {key: param.decode(_suggest(trial, key, param)) for key, param in space.items()}
         trial.set_user_attr("worker", _worker())
         trial_dir = stage_dir / f"trial_{trial.number:03d}"
@@ -704,6 +705,47 @@ def _stage_space(config: SearchConfig, index: int, previous: list[Any], prev_spa
             for k, p in prev_space.items()}
 
 
+CLAIM_ATTR = "claimed_by"
+
+
+def _claim(number: int) -> str:
+    # The trial number is part of the claim: a retried trial inherits the dead one's user attrs.
+    return f"{_worker()}#{number}"
+
+
+def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> list[int]:
+    """Fail, and retry like a stale one, every RUNNING trial that no objective has claimed although it
+    started more than ``grace_period`` seconds ago; returns their numbers.
+
+    Optuna fails a dead worker's trial once its heartbeat is older than the grace period, but a worker
+    killed between creating a trial and writing its first heartbeat leaves a RUNNING trial with no
+    heartbeat at all, which Optuna never fails (its stale check skips trials without one): every
+    worker would then wait for it at the stage barrier for ever. lightkit's objective claims its trial
+    first thing, milliseconds after Optuna creates it, so an unclaimed trial that old has no worker.
+    """
+    import datetime
+
+    import optuna
+
+    now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's datetime.now()
+    grace = datetime.timedelta(seconds=config.grace_period)
+    dead = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] != str(t.number)
+            and t.datetime_start is not None and now - t.datetime_start > grace]
+    retry = optuna.storages.RetryFailedTrialCallback(config.max_retry)
+    failed = []
+    for trial in dead:
+        try:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker got there first
+        log.warning(f"search: trial {trial.number} of {study.study_name} was started {(now - trial.datetime_start).seconds} s "
+                    f"ago by a worker that died before running it; failed and queued again with its parameters.")
+        retry(study, study.get_trials(deepcopy=True)[trial.number])
+        failed.append(trial.number)
+    return failed
+
+
 def _run_stage(config: SearchConfig, index: int, storage: Any, space: dict[str, Param], candidates: list[Any],
                progress: Any) -> Any:
     import optuna
@@ -730,6 +772,7 @@ def _run_stage(config: SearchConfig, index: int, storage: Any, space: dict[str, 
         with warnings.catch_warnings():  # "experimental since v2.9": stable in practice, and the resume relies on it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        _fail_unclaimed_trials(study, config)
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
         running = sum(t.state == states.RUNNING for t in trials)

@@ -305,6 +305,31 @@ def test_kill_and_resume_loses_no_trial(tmp_path: Path) -> None:
     assert {t.state for t in trials} <= {COMPLETE, FAIL}
 
 
+@pytest.mark.slow
+def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
+    """Optuna never fails a RUNNING trial without a heartbeat (a worker killed right after creating
+    it): the search must not wait for it at the stage barrier for ever."""
+    cfg = probe_config(tmp_path, {LR: {"type": "loguniform", "low": 1e-3, "high": 1.0}},
+                       [{"name": "coarse", "n_trials": 3, "max_epochs": 1, "limit_train_batches": 5}])
+    path = write(tmp_path / "search.yaml", cfg)
+    Path(cfg["run_dir"]).mkdir(parents=True)
+    url = f"sqlite:///{Path(cfg['run_dir']).resolve() / 'study.db'}"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    orphan = optuna.create_study(study_name="t/1-coarse", storage=storage, direction="maximize").ask()
+    time.sleep(3)  # older than the grace period, and no heartbeat was ever written
+    try:
+        done = subprocess.run(_command(path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else str(exc.stderr)
+        raise AssertionError(f"the search waited for the orphaned trial: {err[-1500:]}") from None
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"trial {orphan.number} of t/1-coarse was started" in done.stderr
+    trials = study_trials(cfg, "1-coarse")
+    assert trials[orphan.number].state == FAIL
+    assert sum(t.state == COMPLETE for t in trials) == 3 and {t.state for t in trials} == {COMPLETE, FAIL}
+    assert any(t.system_attrs.get("failed_trial") == orphan.number for t in trials)  # queued again
+
+
 # -- evidence: two workers on one SQLite study ---------------------------------------------------
 @pytest.mark.slow
 def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
