@@ -56,7 +56,7 @@ class LoopTimer(Callback):
         return [b - a for a, b in zip(self.starts, [*self.starts[1:], self.t1], strict=True)]
 
 
-_AFTER_LOOP = {"on_train_end", "on_fit_end", "teardown", "on_save_checkpoint", "state_dict"}
+_AFTER_LOOP = {"on_train_end", "on_fit_end", "on_save_checkpoint"}
 
 
 def time_hooks(callback: Callback, timer: LoopTimer, spent: dict[int, float]) -> None:

@@ -59,22 +59,25 @@ DATA = {"digits": DigitsDataModule, "mnist5k": MNIST5kDataModule}
 LR, WD, PCT = 1e-3, 0.05, 0.25
 
 
-def _data(name: str, batch_size: int, image_size: int, model: torch.nn.Module) -> Any:
-    """The data module as the CLI's arm sees it: mean / std given, the resize interpolation taken from
-    the model's timm config (the CLI's data module reads it from the model the trainer holds)."""
-    dm = DATA[name](batch_size=batch_size, image_size=image_size, mean=[0.5], std=[0.5])
+def _data(name: str, batch_size: int, image_size: int) -> Any:
+    # mean / std given: otherwise the CLI's data module takes them from the attached model's timm config
+    return DATA[name](batch_size=batch_size, image_size=image_size, mean=[0.5], std=[0.5])
+
+
+def _setup(dm: Any, model: torch.nn.Module) -> None:
+    """Set ``dm`` up as the CLI's arm does: the resize interpolation comes from the model's timm
+    config, which the data module reads from the model the trainer holds."""
     dm.trainer = SimpleNamespace(lightning_module=model)
     dm.setup("fit")
-    return dm
 
 
 def plain_run(model_name: str, data: str, batch_size: int, image_size: int, epochs: int) -> dict[str, Any]:
     """One plain-loop run; ``{"loop": s, "total": s, "state": final weights, "val_acc": ...}``."""
     t0 = time.perf_counter()
     seed_everything(0, verbose=False)
-    classes = DATA[data](batch_size=batch_size)
-    model = ImageClassifier(encoder=model_name, num_classes=classes.num_classes, in_chans=classes.in_chans)
-    dm = _data(data, batch_size, image_size, model)
+    dm = _data(data, batch_size, image_size)
+    model = ImageClassifier(encoder=model_name, num_classes=dm.num_classes, in_chans=dm.in_chans)
+    _setup(dm, model)
     optimizer = torch.optim.AdamW(build_param_groups(model.layer_groups()), lr=LR, weight_decay=WD)
     train, val = dm.train_dataloader(), dm.val_dataloader()
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, pct_start=PCT, total_steps=epochs * len(train))
@@ -197,7 +200,8 @@ def main() -> None:
     if args.data == "digits":
         plain_run(*common, 1)
     else:
-        _data(args.data, args.batch_size, args.image_size, ImageClassifier(encoder=args.model, in_chans=1))
+        dm = _data(args.data, args.batch_size, args.image_size)
+        _setup(dm, ImageClassifier(encoder=args.model, num_classes=dm.num_classes, in_chans=dm.in_chans))
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], "lightkit": []}
     for rep in range(args.reps):
         for arm in (("plain", "lightkit") if rep % 2 == 0 else ("lightkit", "plain")):

@@ -566,6 +566,16 @@ def _make_sampler(kind: str, seed: int) -> Any:
     return cls(kind, seed)
 
 
+def _retry_callback(config: SearchConfig) -> tuple[str, Any]:
+    """Optuna's callback that re-queues a dead trial with its parameters, at most ``max_retry`` times,
+    and the ``RDBStorage`` argument it goes in."""
+    import optuna
+
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+        return "heartbeat_stale_trial_callback", optuna.storages.RetryHeartbeatStaleTrialCallback(config.max_retry)
+    return "failed_trial_callback", optuna.storages.RetryFailedTrialCallback(config.max_retry)
+
+
 def _storage(config: SearchConfig) -> Any:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
@@ -573,10 +583,7 @@ def _storage(config: SearchConfig) -> Any:
     url = config.storage_url()
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-        retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(config.max_retry)}
-    else:
-        retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(config.max_retry)}
+    retry = dict([_retry_callback(config)])
     for attempt in range(5):  # workers starting together may race on creating the tables
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=config.heartbeat_interval,
@@ -713,9 +720,9 @@ def _claim(number: int) -> str:
     return f"{_worker()}#{number}"
 
 
-def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> list[int]:
+def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> None:
     """Fail, and retry like a stale one, every RUNNING trial that no objective has claimed although it
-    started more than ``grace_period`` seconds ago; returns their numbers.
+    started more than ``grace_period`` seconds ago.
 
     Optuna fails a dead worker's trial once its heartbeat is older than the grace period, but a worker
     killed between creating a trial and writing its first heartbeat leaves a RUNNING trial with no
@@ -732,8 +739,9 @@ def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> list[int]:
     dead = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] != str(t.number)
             and t.datetime_start is not None and now - t.datetime_start > grace]
-    retry = optuna.storages.RetryFailedTrialCallback(config.max_retry)
-    failed = []
+    if not dead:
+        return
+    _, retry = _retry_callback(config)
     for trial in dead:
         try:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -742,8 +750,6 @@ def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> list[int]:
         log.warning(f"search: trial {trial.number} of {study.study_name} was started {(now - trial.datetime_start).seconds} s "
                     f"ago by a worker that died before running it; failed and queued again with its parameters.")
         retry(study, study.get_trials(deepcopy=True)[trial.number])
-        failed.append(trial.number)
-    return failed
 
 
 def _run_stage(config: SearchConfig, index: int, storage: Any, space: dict[str, Param], candidates: list[Any],

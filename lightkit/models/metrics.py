@@ -101,8 +101,8 @@ class EpochMetricLogging:
     Epoch-level ``Metric`` objects only need to be registered with Lightning once per epoch: they keep
     accumulating through their own ``update`` calls, and Lightning computes and resets them at the
     epoch's end all the same. Logging them every step costs Lightning about 1 ms of Python per metric
-    and step (it moves each logged ``Metric`` to its device on every ``log`` call): 3 ms per step for
-    accuracy, F1 and top-5, which is ~10 % of a 30 ms GPU step (benchmarks/RESULTS.md, issue 12).
+    and step (it moves each logged ``Metric`` to its device on every ``log`` call): for accuracy, F1
+    and top-5, 2.3 ms of a 20 ms step measured (``benchmarks/metric_logging.py``, RESULTS.md).
     The registrations are forgotten at the start of every train, validation and test epoch, so a
     resumed epoch, a mid-epoch validation and the sanity check each log their metrics again.
     """
