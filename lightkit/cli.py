@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -46,6 +47,15 @@ class LightkitCLI(LightningCLI):
         for command in config_commands():
             command.add_arguments(parser)
         parser.add_argument(
+            "--pixel_baseline", type=bool, default=False,
+            help="After fit, fit logistic regression on the raw downsampled pixels of the same train split and "
+                 "print its test accuracy next to the model's (a floor the network must beat).",
+        )
+        parser.add_argument(
+            "--summary_json", type=str | None, default=None,
+            help="After fit, also write the summary table (test metrics, steps, baseline, verdicts) to this JSON file.",
+        )
+        parser.add_argument(
             "--ensemble_ckpts", type=list[str] | None, default=None,
             help="predict / test: average the softmax of these checkpoints (independent runs or snapshots), "
                  "loaded one at a time; prints each member and the ensemble, writes a CSV in the log dir.",
@@ -54,13 +64,21 @@ class LightkitCLI(LightningCLI):
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+    # -- instantiation -----------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        _resolve_pretrained_path(cfg)
+
     # -- fit ---------------------------------------------------------------------------------
     def before_fit(self) -> None:
         self._t0 = time.perf_counter()
+        from lightkit.callbacks.budget import TrainingBudget
         from lightkit.callbacks.regularization import RegularizationSummary
 
         if not any(isinstance(cb, RegularizationSummary) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(RegularizationSummary())  # one log line: which regularizers are on
+        if not any(isinstance(cb, TrainingBudget) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(TrainingBudget())  # counts the steps; warns when far too few
 
     def after_fit(self) -> None:
         fit_seconds = time.perf_counter() - self._t0
@@ -74,8 +92,14 @@ class LightkitCLI(LightningCLI):
             out = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
         log_dir = trainer.log_dir  # a broadcast from rank zero under DDP: every rank must call it
+        counts = self.model.prediction_counts("test") if results and hasattr(self.model, "prediction_counts") else None
         if trainer.is_global_zero:
-            _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt, log_dir)
+            extra = _after_fit_checks(trainer, self.datamodule, results, counts, bool(cfg.get("pixel_baseline")))
+            summary = _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt, log_dir, extra)
+            if cfg.get("summary_json"):
+                path = Path(cfg["summary_json"])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(summary, indent=2))
             _finish_wandb(trainer)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -151,15 +175,76 @@ def _wandb_dir(trainer: Trainer) -> str | None:
     return None
 
 
+def _resolve_pretrained_path(cfg: Any) -> None:
+    """A relative ``model.init_args.pretrained`` path is looked up next to the config file(s) first,
+    then in the working directory, and replaced by the absolute path found.
+
+    Raises:
+        PretrainedWeightsError: a path-like value found in neither place.
+    """
+    from lightkit.models.encoder import _WEIGHT_SUFFIXES
+    from lightkit.models.weights import PretrainedWeightsError
+
+    init = cfg.get("model", {}).get("init_args") if hasattr(cfg.get("model", {}), "get") else None
+    value = init.get("pretrained") if init is not None else None
+    if not isinstance(value, str) or not value.endswith(_WEIGHT_SUFFIXES) or Path(value).expanduser().is_absolute():
+        return
+    config_dirs = [Path(str(c)).resolve().parent for c in (cfg.get("config") or []) if c]
+    candidates = [d / value for d in config_dirs] + [Path.cwd() / value]
+    for candidate in candidates:
+        if candidate.is_file():
+            init["pretrained"] = str(candidate)
+            return
+    raise PretrainedWeightsError(
+        f"pretrained={value!r}: no such file next to the config ({', '.join(map(str, config_dirs)) or 'none given'}) "
+        f"or in the working directory {Path.cwd()}; give an absolute path, or lightkit:<name> for packaged weights."
+    )
+
+
+def _after_fit_checks(trainer: Trainer, datamodule: Any, results: dict[str, float], test_counts: list[int] | None,
+                      baseline: bool) -> dict[str, Any]:
+    """Verdicts (train longer, one class) and the pixel baseline, each printed as one line."""
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    from lightkit.callbacks.budget import TrainingBudget
+
+    extra: dict[str, Any] = {"verdicts": []}
+    budget = next((cb for cb in trainer.callbacks if isinstance(cb, TrainingBudget)), None)
+    if budget is not None:
+        extra["verdicts"] = budget.verdicts(test_counts)
+    if baseline and datamodule is not None and "test/acc" in results:
+        from lightkit.baseline import below_baseline_message, pixel_baseline
+
+        try:
+            result = pixel_baseline(datamodule)
+        except ValueError as err:
+            rank_zero_warn(f"lightkit: no pixel baseline: {err}")
+        else:
+            extra["pixel_baseline"] = result
+            message = below_baseline_message(results["test/acc"], result, trainer.global_step)
+            if message:
+                extra["verdicts"].append(message.removeprefix("lightkit: "))
+    for line in extra["verdicts"]:
+        rank_zero_warn(f"lightkit: {line}")
+    return extra
+
+
 def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, total_s: float, ckpt: str,
-                   log_dir: str | None) -> None:
+                   log_dir: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = extra or {}
+    summary: dict[str, Any] = {k: v for k, v in results.items()}
     table = Table(title="lightkit run summary", show_header=False)
     for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss", "tta/test_acc", "tta/test_nll",
                 "snapshot/test_ensemble_acc", "snapshot/test_ensemble_nll"):
         if key in results:
             value = results[key]
             table.add_row(key, f"{100 * value:.2f} %" if "acc" in key or key.endswith("f1") else f"{value:.4f}")
-    table.add_row("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}")
+    baseline = extra.get("pixel_baseline")
+    if baseline is not None:
+        table.add_row(f"pixel baseline (logistic regression, {baseline.size}x{baseline.size})",
+                      f"{100 * baseline.test_acc:.2f} %")
+        summary["baseline/pixel_logreg_acc"] = baseline.test_acc
+    table.add_row("epochs / optimizer steps", f"{trainer.current_epoch} / {trainer.global_step}")
     table.add_row("fit time", f"{fit_s:.1f} s")
     table.add_row("total time (fit + test)", f"{total_s:.1f} s")
     table.add_row("checkpoint", ckpt or "(none saved)")
@@ -168,7 +253,13 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
         table.add_row("W&B run", wandb_dir)
     if log_dir:
         table.add_row("log dir", str(log_dir))
+    for line in extra.get("verdicts", []):
+        table.add_row("[bold]note[/bold]", line)
     Console(width=120).print(table)
+    summary.update({"epochs": trainer.current_epoch, "steps": trainer.global_step, "fit_seconds": fit_s,
+                    "checkpoint": ckpt or None, "log_dir": str(log_dir) if log_dir else None,
+                    "verdicts": list(extra.get("verdicts", []))})
+    return summary
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightkitCLI | None:

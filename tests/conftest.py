@@ -36,3 +36,10 @@ def _close_open_wandb_run() -> Iterator[None]:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.run.finish()
+
+
+@pytest.fixture(autouse=True)
+def _no_global_seed_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data modules take their split seed from ``PL_GLOBAL_SEED`` when none is given: a test that
+    called ``seed_everything`` must not move the splits of the next test."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)

@@ -25,7 +25,7 @@ def test_short_fit_with_the_real_encoder(tmp_path: Path, caplog: pytest.LogCaptu
     cli = main(["fit", "--config", str(REPO / "configs/regularized.yaml"), *SHORT,
                 f"--trainer.default_root_dir={tmp_path}"])
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
-    assert model.hparams.encoder == "resnet10t" and model.hparams.pretrained.endswith("mnist5k_resnet10t.safetensors")
+    assert model.hparams.encoder == "resnet10t" and model.hparams.pretrained.endswith("mnist5k_resnet10t")
     assert model.hparams.dropout == 0.2 and dm.samples_per_class == 20 and dm.split_sizes()["train"] == 200
     (mixer,) = [cb for cb in trainer.callbacks if isinstance(cb, MixUpCutMix)]
     (stop,) = [cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)]

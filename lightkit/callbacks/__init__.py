@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "FineTune": "finetune",
     "GradientMonitor": "gradients",
     "LRRangeTest": "lr_range_test",
+    "LRScaling": "lr_scaling",
     "LossCurves": "curves",
     "MixUpCutMix": "mixing",
     "PredictionWriter": "prediction_writer",
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "SnapshotEnsemble": "snapshot",
     "SpeedUp": "speed",
     "TTA": "tta",
+    "TrainingBudget": "budget",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,7 @@ train split keeps ``uint8`` HWC images and runs the albumentations pipeline per 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
@@ -113,7 +114,8 @@ class BaseImageDataModule(LightningDataModule):
         batch_size: images per batch (all loaders).
         num_workers: DataLoader worker processes; 0 loads in the main process (fastest for the
             in-memory tensor datasets; use workers only with augmentations).
-        seed: seed of the splits, the few-shot selection and the train shuffling order.
+        seed: seed of the splits, the few-shot selection and the train shuffling order; default: the
+            run's global seed (``seed_everything``, env ``PL_GLOBAL_SEED``), else 0.
         val_fraction: fraction of all images for validation, in [0, 1).
         test_fraction: fraction of all images for testing, in [0, 1); with val_fraction below 1.
         samples_per_class: keep only this many train images per class (few-shot), chosen by a
@@ -147,7 +149,7 @@ class BaseImageDataModule(LightningDataModule):
         self,
         batch_size: int = 64,
         num_workers: int = 0,
-        seed: int = 0,
+        seed: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         samples_per_class: int | None = None,
@@ -191,7 +193,8 @@ class BaseImageDataModule(LightningDataModule):
                             f"an image file or a CSV with a 'path' column.")
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.seed = seed
+        # The run's seed moves the split too, unless the data has its own: seeds are meant to vary a run.
+        self.seed = int(seed) if seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.samples_per_class = samples_per_class

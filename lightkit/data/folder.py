@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightkit.data.base import BaseImageDataModule, ImagePool
 from lightkit.data.errors import BadImageError, DataError
@@ -54,6 +54,44 @@ def decode_pool(owner: str, paths: list[Path], labels: np.ndarray, channels: int
     return ImagePool(images, np.asarray(labels, dtype=np.int64)[kept], [str(paths[i]) for i in kept])
 
 
+def looks_gray(paths: list[Path], limit: int = 24) -> bool:
+    """Whether the images are gray: every one of up to ``limit`` files, spread over the list, is stored
+    as gray (PIL modes L, LA, I, I;16, F, 1) or as RGB with three equal channels. Unreadable files are
+    left to the decode policy."""
+    from PIL import Image
+
+    if not paths:
+        return False
+    step = max(len(paths) // limit, 1)
+    seen = 0
+    for path in paths[::step][:limit]:
+        try:
+            with Image.open(path) as img:
+                if img.mode in ("L", "LA", "I", "I;16", "F", "1"):
+                    seen += 1
+                    continue
+                rgb = np.asarray(img.convert("RGB").resize((32, 32)), dtype=np.int16)
+        except (OSError, ValueError, SyntaxError):
+            continue
+        if np.abs(rgb[..., 0] - rgb[..., 1]).max() > 2 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 2:
+            return False
+        seen += 1
+    return seen > 0
+
+
+def auto_channels(module: BaseImageDataModule, channels: int | None, paths: list[Path]) -> None:
+    """With ``channels`` unset, gray images run at 1 channel and colour at 3; says so in one line."""
+    if channels is not None:
+        return
+    gray = looks_gray(paths)
+    module._in_chans = 1 if gray else 3  # noqa: SLF001 - the base class owns the attribute, set once here
+    # mean / std as the user gave them (one value, or one per channel of the data as it turned out)
+    module.mean = module._per_channel("mean", module.hparams.get("mean"))  # noqa: SLF001
+    module.std = module._per_channel("std", module.hparams.get("std"))  # noqa: SLF001
+    rank_zero_info(f"{type(module).__name__}: the images are {'gray' if gray else 'colour'} -> channels="
+                   f"{module._in_chans} (set data channels: 1 or 3 to choose).")  # noqa: SLF001
+
+
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -65,7 +103,7 @@ class ImageFolderDataModule(BaseImageDataModule):
     the missing ones are split from ``train/`` by the fractions; without it, the class folders of
     ``root`` are split into train / val / test. Class folders are searched recursively; files that
     are not images (by suffix) are ignored with a warning. RGB natively (gray and palette images are
-    converted); ``channels: 1`` gives luma.
+    converted); ``channels`` unset: 1 when the images are gray, 3 otherwise.
 
     Args:
         root: the data folder.
@@ -87,7 +125,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         on_bad_image: OnBadImage = "error",
         batch_size: int = 64,
         num_workers: int = 0,
-        seed: int = 0,
+        seed: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         samples_per_class: int | None = None,
@@ -114,6 +152,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         self.on_bad_image = on_bad_image
         self.skipped_images: list[str] = []
         self._files = self._scan(Path(root).expanduser(), classes)
+        auto_channels(self, channels, [path for path, _ in self._files["train"]])
 
     def _scan(self, root: Path, classes: list[str] | None) -> dict[str, list[tuple[Path, str]]]:
         owner = type(self).__name__
@@ -195,7 +234,7 @@ class CSVDataModule(BaseImageDataModule):
         on_bad_image: OnBadImage = "error",
         batch_size: int = 64,
         num_workers: int = 0,
-        seed: int = 0,
+        seed: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         samples_per_class: int | None = None,
@@ -225,6 +264,7 @@ class CSVDataModule(BaseImageDataModule):
         self.on_bad_image = on_bad_image
         self.skipped_images: list[str] = []
         self._paths, self._labels = self._read(classes)
+        auto_channels(self, channels, self._paths)
 
     def _read(self, classes: list[str] | None) -> tuple[list[Path], np.ndarray]:
         import pandas as pd

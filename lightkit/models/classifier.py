@@ -103,6 +103,8 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         l1: coefficient of the L1 penalty sum|w| over the weight-decay parameters (not biases or
             norms), added to the training loss (Tibshirani 1996); 0 disables it.
         drop_path_rate: stochastic depth in the encoder, where supported.
+        pretrained_strict: a weights file must fill every encoder tensor (another architecture is
+            an error); ``false`` loads the tensors that fit and warns about those left random.
         class_names: names of the classes, for predictions and exports (linked by the CLI).
         optimizer: optimizer factory called with the parameter groups.
         lr_scheduler: scheduler factory called with the optimizer (and ``total_steps`` /
@@ -124,6 +126,7 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         label_smoothing: float = 0.0,
         l1: float = 0.0,
         drop_path_rate: float | None = None,
+        pretrained_strict: bool = True,
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -139,7 +142,8 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         if l1 < 0:
             raise ValueError(f"ImageClassifier: l1={l1} must be >= 0 (0 disables the L1 penalty).")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.encoder = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate)
+        self.encoder = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate,
+                                      pretrained_strict=pretrained_strict)
         self.head = ClassifierHead(self.encoder.num_features, num_classes, hidden, dropout, activation, head_init)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -156,6 +160,7 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         self.train_metrics = base.clone(prefix="train/")
         self.val_metrics = base.clone(prefix="val/")
         self.test_metrics = base.clone(prefix="test/")
+        self._pred_counts: dict[str, torch.Tensor] = {}
 
     # -- model -------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,6 +192,10 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         # With soft (mixed) targets, accuracy is measured against the dominant label.
         hard = target.argmax(dim=1) if target.ndim == 2 else target
         metrics.update(logits.detach(), hard)
+        if stage != "train":  # what the model predicts: a collapsed model names one class (TrainingBudget)
+            counts = torch.bincount(logits.detach().argmax(dim=1), minlength=logits.shape[1])
+            previous = self._pred_counts.get(stage)
+            self._pred_counts[stage] = counts if previous is None else previous + counts
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True,
                  batch_size=x.shape[0], sync_dist=not on_step)
@@ -200,6 +209,24 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
                 p for n, p in self.named_parameters() if p.requires_grad and not no_weight_decay(n, p)
             )
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._pred_counts.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._pred_counts.pop("test", None)
+
+    def prediction_counts(self, stage: str) -> list[int]:
+        """Predictions per class in the current/last ``val`` or ``test`` epoch, summed over processes.
+        Call it on every rank (a collective under DDP)."""
+        counts = self._pred_counts.get(stage)
+        if counts is None:
+            counts = torch.zeros(int(self.hparams["num_classes"]), dtype=torch.long, device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
+        return [int(c) for c in counts.tolist()]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, self.val_metrics, "val")

@@ -12,13 +12,19 @@ import os
 import re
 import socket
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
+
+from lightkit.models.weights import (
+    PACKAGED_PREFIX,
+    PretrainedWeightsError,
+    fit_state_dict,
+    read_state_dict,
+    resolve_packaged,
+)
 
 __all__ = [
     "PretrainedWeightsError",
@@ -30,10 +36,6 @@ __all__ = [
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Raised when pretrained weights cannot be found locally and the hub is unreachable."""
 
 
 def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
@@ -80,26 +82,6 @@ def _in_hf_cache(repo_id: str) -> bool:
     return False
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise PretrainedWeightsError(f"pretrained={str(path)!r}: expected a state dict, found {type(obj).__name__}")
-    return obj
-
-
-def _encoder_state_from_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Encoder weights from a lightkit Lightning checkpoint (keys ``encoder.*``) or a plain state dict."""
-    if any(k.startswith("encoder.") for k in state):
-        return OrderedDict((k[len("encoder.") :], v) for k, v in state.items() if k.startswith("encoder."))
-    return OrderedDict(state)
-
-
 def _offline_message(model_name: str, pretrained: bool | str, repo_id: str | None) -> str:
     where = f"Hugging Face repo {repo_id!r}" if repo_id else "the hub"
     return (
@@ -116,6 +98,7 @@ def create_encoder(
     in_chans: int = 3,
     drop_path_rate: float | None = None,
     probe_timeout: float = 3.0,
+    pretrained_strict: bool = True,
 ) -> nn.Module:
     """Create a timm model with its classifier removed (``num_classes=0``: pooled features out).
 
@@ -123,15 +106,21 @@ def create_encoder(
         name: timm model name, optionally with a tag (``resnet18.a1_in1k``) or ``hf-hub:org/repo``.
         pretrained: ``False`` (random init); ``True`` (timm's default weights for ``name``);
             a path to ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` weights or a lightkit Lightning
-            checkpoint (``.ckpt``, whose ``encoder.*`` weights are taken); ``local-dir:/folder``
-            written by ``timm.models.save_for_hf``; or a Hugging Face repo id (``timm/resnet18.a1_in1k``).
-        in_chans: input channels; timm adapts pretrained stem weights when this differs.
+            checkpoint (``.ckpt``, whose ``encoder.*`` weights are taken); ``lightkit:<name>`` for
+            weights shipped with lightkit (``lightkit:mnist5k_resnet10t``, found from any folder);
+            ``local-dir:/folder`` written by ``timm.models.save_for_hf``; or a Hugging Face repo id
+            (``timm/resnet18.a1_in1k``). A relative path is taken from the working directory.
+        in_chans: input channels; a pretrained stem with another channel count is adapted
+            (:func:`timm.models.adapt_input_conv`: summed to 1 channel, repeated and scaled to 3).
         drop_path_rate: stochastic depth rate, where the architecture supports it.
         probe_timeout: seconds the hub reachability probe may take before giving up.
+        pretrained_strict: a weights file must fill every encoder tensor (see
+            :func:`lightkit.models.weights.fit_state_dict`); ``False`` accepts a partial load with a warning.
 
     Raises:
-        PretrainedWeightsError: weights file missing or unreadable, or hub weights neither cached nor
-            reachable. Raised within ``probe_timeout`` seconds, never after a long network hang.
+        PretrainedWeightsError: weights file missing, unreadable or of another architecture, or hub
+            weights neither cached nor reachable. Raised within ``probe_timeout`` seconds, never after a
+            long network hang.
     """
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans}
     if drop_path_rate is not None:
@@ -139,7 +128,10 @@ def create_encoder(
     if name not in timm.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
         base = name.split(".")[0]
         if base not in timm.list_models():
-            close = timm.list_models(f"*{base[:4]}*")[:5]
+            import difflib
+
+            # Edit distance, not a prefix glob: "resnet1O" must find "resnet10t".
+            close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.6)
             raise ValueError(f"encoder={name!r} is not a timm model name. Close matches: {close}. "
                              f"See timm.list_models() for all names.")
 
@@ -155,37 +147,26 @@ def create_encoder(
             )
         return timm.create_model(f"local-dir:{folder}", pretrained=True, **kwargs)
 
-    if isinstance(pretrained, str) and (
+    if isinstance(pretrained, str) and (pretrained.startswith(PACKAGED_PREFIX) or (
         pretrained.endswith(_WEIGHT_SUFFIXES) or os.sep in pretrained or pretrained.startswith((".", "~"))
-    ) and not re.fullmatch(r"(hf-hub:)?[\w.-]+/[\w.-]+", pretrained):
-        path = Path(pretrained).expanduser()
+    ) and not re.fullmatch(r"(hf-hub:)?[\w.-]+/[\w.-]+", pretrained)):
+        if pretrained.startswith(PACKAGED_PREFIX):
+            path = resolve_packaged(pretrained)
+        else:
+            path = Path(pretrained).expanduser()
         if not path.is_file():
             raise PretrainedWeightsError(
-                f"pretrained={pretrained!r}: no such file. Give an existing .safetensors/.pth/.bin/.ckpt "
-                f"path, a Hugging Face repo id, true (timm default) or false."
+                f"pretrained={pretrained!r}: no such file (looked in {Path.cwd()}). Give an existing "
+                f".safetensors/.pth/.bin/.ckpt path, lightkit:<name> for packaged weights, a Hugging Face "
+                f"repo id, true (timm default) or false."
             )
         model = timm.create_model(name, pretrained=False, **kwargs)
-        state = _encoder_state_from_checkpoint(_load_state_dict(path))
-        # Drop the source classifier (any size) and tolerate a different input-channel count the way
-        # timm does: by not loading a stem that does not fit.
-        own = model.state_dict()
-        kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        skipped = sorted(set(state) - set(kept))
-        missing = sorted(set(own) - set(kept))
-        if not kept:
-            raise PretrainedWeightsError(
-                f"pretrained={pretrained!r}: no tensor in the file matches encoder {name!r} "
-                f"(file keys start {sorted(state)[:3]}). Is it the same architecture?"
-            )
-        model.load_state_dict(kept, strict=False)
-        real_missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if real_missing:
-            from lightning.pytorch.utilities import rank_zero_warn
+        report = fit_state_dict(model, read_state_dict(path, pretrained), pretrained, name, strict=pretrained_strict)
+        if report.adapted:
+            from lightning.pytorch.utilities import rank_zero_info
 
-            rank_zero_warn(
-                f"lightkit: {len(real_missing)} encoder tensors not in {path.name} stay randomly "
-                f"initialised (first: {real_missing[:3]}); {len(skipped)} file tensors unused."
-            )
+            rank_zero_info(f"lightkit: adapted the stem of {path.name} to the data ({', '.join(report.adapted)}; "
+                           f"timm adapt_input_conv: summed for 1 channel, repeated and scaled for more).")
         model.lightkit_pretrained_source = str(path)
         return model
 

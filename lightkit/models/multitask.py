@@ -230,6 +230,8 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         activation: head activation.
         head_init: head weight init.
         drop_path_rate: stochastic depth in the encoder, where supported.
+        pretrained_strict: a weights file must fill every encoder tensor (another architecture is
+            an error); ``false`` loads the tensors that fit and warns about those left random.
         class_names: names of the main task's classes (linked by the CLI).
         optimizer: optimizer factory called with the parameter groups.
         lr_scheduler: scheduler factory, as for ``ImageClassifier``.
@@ -261,6 +263,7 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         activation: Activation = "relu",
         head_init: HeadInit = "auto",
         drop_path_rate: float | None = None,
+        pretrained_strict: bool = True,
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -300,7 +303,8 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.auxiliary_dropped = False
 
-        first = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate)
+        first = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate,
+                                      pretrained_strict=pretrained_strict)
         if sharing == "hard":
             self.encoder = first
         else:  # every task's encoder starts from the same weights: the penalty starts at 0

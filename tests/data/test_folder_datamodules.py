@@ -42,7 +42,8 @@ def flat(tmp_path: Path, digit_images: dict[str, list[np.ndarray]]) -> Path:
 
 
 def test_flat_folder(flat: Path) -> None:
-    dm = ImageFolderDataModule(str(flat), batch_size=64, val_fraction=0.1, test_fraction=0.2, image_size=8)
+    dm = ImageFolderDataModule(str(flat), batch_size=64, val_fraction=0.1, test_fraction=0.2, image_size=8,
+                               channels=3)
     assert (dm.num_classes, dm.in_chans, dm.class_names) == (3, 3, list(CLASSES))
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 21, "val": 3, "test": 6}
@@ -74,7 +75,7 @@ def test_native_size_and_rgb_to_gray(tmp_path: Path, digit_images: dict[str, lis
 def test_gray_png_replicated_to_rgb(tmp_path: Path, digit_images: dict[str, list[np.ndarray]]) -> None:
     for c in CLASSES:
         _write(tmp_path / "g" / c, digit_images[c][:10], mode="L")
-    dm = ImageFolderDataModule(str(tmp_path / "g"), image_size=16)
+    dm = ImageFolderDataModule(str(tmp_path / "g"), image_size=16, channels=3)
     assert dm.in_chans == 3
     dm.setup("fit")
     x, _ = next(iter(dm.train_dataloader()))
@@ -109,7 +110,8 @@ def test_csv_string_and_int_labels(tmp_path: Path, digit_images: dict[str, list[
         for path in _write(tmp_path / "imgs" / name, digit_images[c][:10]):
             rows.append(f"imgs/{name}/{path.name},{name},{c if c != '2' else 10}")
     (tmp_path / "data.csv").write_text("file,animal,code\n" + "\n".join(rows) + "\n")
-    dm = CSVDataModule(str(tmp_path / "data.csv"), path_column="file", label_column="animal", image_size=8)
+    dm = CSVDataModule(str(tmp_path / "data.csv"), path_column="file", label_column="animal", image_size=8,
+                       channels=3)
     assert dm.class_names == ["ant", "bee", "cat"] and dm.in_chans == 3
     dm.setup("fit")
     assert dm.split_sizes() == {"train": 21, "val": 3, "test": 6}
@@ -132,7 +134,7 @@ def test_csv_string_and_int_labels(tmp_path: Path, digit_images: dict[str, list[
 def test_predict_folder_with_corrupt_file(tmp_path: Path, flat: Path, digit_images: dict[str, list[np.ndarray]]) -> None:
     _write(tmp_path / "new" / "sub", digit_images["1"][:3])
     (tmp_path / "new" / "broken.png").write_bytes(b"not a png at all")
-    dm = ImageFolderDataModule(str(flat), predict_path=str(tmp_path / "new"), image_size=8)
+    dm = ImageFolderDataModule(str(flat), predict_path=str(tmp_path / "new"), image_size=8, channels=3)
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable images: first .*broken.png"):
         dm.setup("predict")
     x, index = next(iter(dm.predict_dataloader()))
@@ -207,3 +209,40 @@ def test_csv_errors(tmp_path: Path) -> None:
     csv.write_text("path,label\n" + "\n".join(f"m{i}.png,{i % 2}" for i in range(10)) + "\n")
     with pytest.raises(BadImageError, match=r"unreadable image .*m0.png"):
         CSVDataModule(str(csv)).setup("fit")
+
+
+def test_channels_follow_the_images_when_unset(tmp_path: Path, digit_images: dict[str, list[np.ndarray]]) -> None:
+    rng = np.random.default_rng(0)
+    for c in CLASSES:
+        _write(tmp_path / "gray" / c, digit_images[c][:4])  # gray content saved as RGB PNGs
+        _write(tmp_path / "gray_l" / c, digit_images[c][:4], mode="L")
+        folder = tmp_path / "colour" / c
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    assert ImageFolderDataModule(str(tmp_path / "gray")).in_chans == 1
+    assert ImageFolderDataModule(str(tmp_path / "gray_l")).in_chans == 1
+    assert ImageFolderDataModule(str(tmp_path / "colour")).in_chans == 3
+    assert ImageFolderDataModule(str(tmp_path / "gray"), channels=3).in_chans == 3
+    dm = ImageFolderDataModule(str(tmp_path / "gray"), mean=[0.5], std=[0.25], image_size=8)
+    assert dm.mean == (0.5,) and dm.std == (0.25,)
+    with pytest.raises(DataError, match=r"mean=\[0.1, 0.2, 0.3\] has 3 values for 1 channels"):
+        ImageFolderDataModule(str(tmp_path / "gray"), mean=[0.1, 0.2, 0.3])
+
+
+def test_global_seed_moves_the_split_unless_the_data_has_its_own(flat: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch import seed_everything
+
+    def test_names(**kwargs: object) -> list[str]:
+        dm = ImageFolderDataModule(str(flat), image_size=8, **kwargs)
+        dm.setup("test")
+        return sorted(dm._names["test"])
+
+    seed_everything(0)
+    zero = test_names()
+    seed_everything(1)
+    one = test_names()
+    assert zero != one  # the run's seed changed the split
+    assert test_names(seed=0) == zero  # an explicit data seed wins over the run's
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    assert test_names() == zero  # no seed anywhere: 0
