@@ -32,6 +32,7 @@ def test_gpu_config_runs_tiny_on_cpu(tmp_path) -> None:
     """configs/gpu.yaml end to end on CPU: bf16-mixed autocast, gradient accumulation, SpeedUp, test after fit."""
     import torch
 
+    from lightkit.callbacks.lr_scaling import LRScaling
     from lightkit.callbacks.speed import SpeedUp
     from lightkit.cli import main
 
@@ -47,6 +48,10 @@ def test_gpu_config_runs_tiny_on_cpu(tmp_path) -> None:
     assert trainer.precision == "bf16-mixed" and trainer.accumulate_grad_batches == 2
     assert trainer.global_step == 2 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 4
     assert any(isinstance(cb, SpeedUp) for cb in trainer.callbacks)
+    scaling = next(cb for cb in trainer.callbacks if isinstance(cb, LRScaling))  # 8 x 2 = 16 of 256: sqrt(1/16)
+    assert scaling.applied == {"global_batch": 16, "scale": 0.25, "rule": "sqrt", "reference_batch": 256,
+                               "warmup_steps": 0, "warmup_start": 1.0}
+    assert trainer.optimizers[0].param_groups[0]["max_lr"] == pytest.approx(0.001 * 0.25)
     conv = next(m for m in cli.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert "test/acc" in trainer.callback_metrics
