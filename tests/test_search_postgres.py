@@ -25,6 +25,7 @@ from lightkit.cli import main
 from tests.helpers.postgres import find_pg_bin, postgres_server
 from tests.test_search import COMPLETE, FAIL, LR, ROOT, _command, _env, probe_config, write
 
+
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"{reason}; CI must run the PostgreSQL test (.ci/run installs the postgresql package).")
