@@ -155,7 +155,10 @@ def _config(tmp_path: Path) -> str:
 def test_command_passes_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sanity", "--config", _config(tmp_path)]) is None
     report = json.loads((tmp_path / "run" / "sanity.json").read_text())
-    assert report["passed"] and len(report["checks"]) == 4
+    assert report["passed"] and len(report["checks"]) == 5
+    baseline = report["checks"][-1]
+    assert baseline["name"] == "pixel_baseline" and 0.9 < baseline["measured"]["test_acc"] <= 1.0  # digits: ~0.96
+    assert "logistic regression on 8x8 pixels" in baseline["message"]
     assert "lightkit sanity" in capsys.readouterr().out
 
 

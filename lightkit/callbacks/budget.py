@@ -52,13 +52,18 @@ class TrainingBudget(Callback):
         warn_below: warn when the fit will take fewer optimizer steps than this.
         monitor: validation metric recorded per epoch (``val/loss``).
         mode: ``min`` or ``max`` for ``monitor``.
+        max_validations: when ``min_steps`` raises the epochs, validate every k-th epoch so that the
+            fit validates about this many times (200 epochs of 2 steps need not validate 200 times);
+            the epochs are rounded up to a multiple of k so the last epoch validates.
 
     Raises:
-        ValueError: ``min_steps`` or ``warn_below`` negative, ``mode`` unknown.
+        ValueError: ``min_steps`` or ``warn_below`` negative, ``max_validations`` < 1, ``mode`` unknown.
     """
 
     def __init__(self, min_steps: int | None = None, warn_below: int = 100, monitor: str = "val/loss",
-                 mode: str = "min") -> None:
+                 mode: str = "min", max_validations: int = 30) -> None:
+        if max_validations < 1:
+            raise ValueError(f"TrainingBudget: max_validations={max_validations} must be >= 1.")
         if min_steps is not None and min_steps < 0:
             raise ValueError(f"TrainingBudget: min_steps={min_steps} must be >= 0, or null for no floor.")
         if warn_below < 0:
@@ -69,6 +74,7 @@ class TrainingBudget(Callback):
         self.warn_below = warn_below
         self.monitor = monitor
         self.mode = mode
+        self.max_validations = max_validations
         self.planned_steps: int | None = None
         self.history: list[float] = []
         self.val_counts: list[int] = []
@@ -88,9 +94,14 @@ class TrainingBudget(Callback):
         if (self.min_steps and trainer.max_steps < 0 and per_epoch > 0 and math.isfinite(max_epochs)
                 and planned < self.min_steps):
             epochs = epochs_for_steps(self.min_steps, per_epoch)
+            every = max(1, math.ceil(epochs / self.max_validations), trainer.check_val_every_n_epoch or 1)
+            epochs = math.ceil(epochs / every) * every
             rank_zero_info(f"TrainingBudget: {samples} train images make {per_epoch} optimizer steps per epoch; "
-                           f"max_epochs {trainer.max_epochs} -> {epochs} to reach min_steps={self.min_steps}.")
+                           f"max_epochs {trainer.max_epochs} -> {epochs} to reach min_steps={self.min_steps}"
+                           + (f", validating every {every} epochs." if every > 1 else "."))
             trainer.fit_loop.max_epochs = epochs
+            # Public trainer setting, read by the epoch loop at each epoch end.
+            trainer.check_val_every_n_epoch = every
             planned = epochs * per_epoch
         self.planned_steps = int(planned) if math.isfinite(planned) else None
         if self.planned_steps is not None and self.planned_steps < self.warn_below:

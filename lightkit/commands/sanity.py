@@ -41,6 +41,9 @@ def add_arguments(parser: LightningArgumentParser) -> None:
     add("--sanity.lr_steps", type=int, default=100, help="Optimizer steps per LR in the LR check.")
     add("--sanity.min_decrease", type=float, default=0.05,
         help="Fraction the smoothed loss must fall in the LR check.")
+    add("--sanity.pixel_baseline", type=bool, default=True,
+        help="Also fit logistic regression on the raw downsampled pixels (a few seconds) and report its test "
+             "accuracy: the floor the network must beat.")
     add("--sanity.seed", type=int, default=0, help="Seed of every check.")
     add("--sanity.output", type=str | None, default=None,
         help="JSON report path; null: <run folder>/sanity.json.")
@@ -80,6 +83,23 @@ def _table(report: Any) -> Any:
     return table
 
 
+def _baseline_check(datamodule: Any) -> Any:
+    """The pixel baseline as an informational row: it never fails the report."""
+    from lightkit.baseline import pixel_baseline
+    from lightkit.sanity import CheckResult
+
+    try:
+        result = pixel_baseline(datamodule)
+    except ValueError as err:
+        return CheckResult("pixel_baseline", True, f"not measured: {err}")
+    return CheckResult(
+        "pixel_baseline", True,
+        f"logistic regression on {result.size}x{result.size} pixels: {100 * result.test_acc:.2f} % test accuracy "
+        f"({result.n_train} train images, {result.seconds:.1f} s): the floor the trained network must beat",
+        measured={"test_acc": result.test_acc, "size": result.size, "n_train": result.n_train},
+    )
+
+
 def run(argv: list[str]) -> int:
     from rich.console import Console
 
@@ -97,6 +117,8 @@ def run(argv: list[str]) -> int:
         overfit_steps=opts.overfit_steps, overfit_accuracy=opts.overfit_accuracy, lr_factors=list(opts.lr_factors),
         lr_steps=opts.lr_steps, min_decrease=opts.min_decrease, seed=opts.seed, device=trainer.strategy.root_device,
     )
+    if opts.pixel_baseline and hasattr(cli.datamodule, "_get_splits"):
+        report.checks.append(_baseline_check(cli.datamodule))
     out = Path(opts.output) if opts.output else Path(trainer.log_dir or trainer.default_root_dir) / "sanity.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report.to_dict(), indent=2, default=float))

@@ -111,6 +111,8 @@ class ImageFolderDataModule(BaseImageDataModule):
             class folder names of ``train/`` (or ``root``). Every class folder must be listed.
         on_bad_image: ``error`` stops at an unreadable image; ``skip`` leaves it out, with a warning
             and the paths in ``self.skipped_images``.
+        flips: whether a mirrored image keeps its label, so augmentation presets may flip: true for
+            photos of objects, false for digits, text and anything with a handedness.
         batch_size ... persistent_workers: see :class:`BaseImageDataModule`.
 
     Raises:
@@ -123,6 +125,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         root: str,
         classes: list[str] | None = None,
         on_bad_image: OnBadImage = "error",
+        flips: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int | None = None,
@@ -139,6 +142,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
+        self.flips_preserve_label = flips  # read by the base class when it checks the augmentations
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, seed=seed, val_fraction=val_fraction,
             test_fraction=test_fraction, samples_per_class=samples_per_class, image_size=image_size,
@@ -218,6 +222,7 @@ class CSVDataModule(BaseImageDataModule):
         root: folder the paths are relative to; default the CSV's folder.
         classes: class names in index order; every label must be one of them.
         on_bad_image: ``error`` or ``skip`` unreadable / missing images (see ``ImageFolderDataModule``).
+        flips: whether a mirrored image keeps its label (see ``ImageFolderDataModule``).
         batch_size ... persistent_workers: see :class:`BaseImageDataModule`.
 
     Raises:
@@ -232,6 +237,7 @@ class CSVDataModule(BaseImageDataModule):
         root: str | None = None,
         classes: list[str] | None = None,
         on_bad_image: OnBadImage = "error",
+        flips: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int | None = None,
@@ -248,6 +254,7 @@ class CSVDataModule(BaseImageDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
     ) -> None:
+        self.flips_preserve_label = flips  # read by the base class when it checks the augmentations
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, seed=seed, val_fraction=val_fraction,
             test_fraction=test_fraction, samples_per_class=samples_per_class, image_size=image_size,

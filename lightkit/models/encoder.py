@@ -62,6 +62,25 @@ def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
+_LOOKALIKE = str.maketrans({"o": "0", "l": "1", "i": "1"})
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def close_names(name: str, names: list[str], n: int = 5) -> list[str]:
+    """The ``n`` names nearest to ``name`` by edit distance, after folding case and look-alike
+    characters (O/0, l/I/1), so the typo ``resnet1O`` finds ``resnet10t``."""
+    key = name.lower().translate(_LOOKALIKE)
+    return sorted(names, key=lambda other: (_edit_distance(key, other.lower().translate(_LOOKALIKE)), other))[:n]
+
+
 def _hub_id(model_name: str, pretrained: bool | str) -> str | None:
     """The Hugging Face repo id timm would download for this request, if any."""
     if isinstance(pretrained, str):
@@ -128,10 +147,7 @@ def create_encoder(
     if name not in timm.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
         base = name.split(".")[0]
         if base not in timm.list_models():
-            import difflib
-
-            # Edit distance, not a prefix glob: "resnet1O" must find "resnet10t".
-            close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.6)
+            close = close_names(base, timm.list_models())
             raise ValueError(f"encoder={name!r} is not a timm model name. Close matches: {close}. "
                              f"See timm.list_models() for all names.")
 

@@ -1,0 +1,118 @@
+"""The user's own data: pixel baseline, relative weights paths, and the folder recipe end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+from PIL import Image
+from safetensors.torch import save_file
+from sklearn.datasets import load_digits
+
+from lightkit.baseline import PixelBaseline, below_baseline_message, pixel_baseline
+from lightkit.cli import main
+from lightkit.data import DigitsDataModule, ImageFolderDataModule
+from lightkit.models.weights import PretrainedWeightsError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_pixel_baseline_on_digits_is_a_real_floor() -> None:
+    dm = DigitsDataModule()
+    result = pixel_baseline(dm, size=16)
+    assert result.size == 8  # never upsampled above the images' own 8x8
+    assert result.n_test == dm.split_sizes()["test"] and result.n_train == dm.split_sizes()["train"]
+    assert 0.93 <= result.test_acc <= 1.0  # logistic regression on digits pixels: ~0.96
+    assert result.C in (0.01, 0.1, 1.0, 10.0) and result.val_acc is not None
+
+
+def test_pixel_baseline_uses_the_few_shot_split() -> None:
+    result = pixel_baseline(DigitsDataModule(samples_per_class=3))
+    assert result.n_train == 30 and result.test_acc < 0.95
+
+
+def test_pixel_baseline_errors() -> None:
+    with pytest.raises(ValueError, match=r"size=0 must be >= 1"):
+        pixel_baseline(DigitsDataModule(), size=0)
+    with pytest.raises(ValueError, match=r"object has no image splits"):
+        pixel_baseline(object())
+
+
+def test_below_baseline_message_names_both_figures() -> None:
+    baseline = PixelBaseline(test_acc=0.95, val_acc=0.9, C=1.0, size=16, n_train=100, n_test=40, seconds=0.1)
+    message = below_baseline_message(0.5, baseline, steps=15)
+    assert message is not None and "50.00 % is below logistic regression on 16x16 pixels (95.00 %)" in message
+    assert "too few optimizer steps (15)" in message
+    assert below_baseline_message(0.96, baseline) is None
+
+
+def _write_digit_folder(root: Path, per_class: int, classes: tuple[int, ...] = (0, 1, 2)) -> Path:
+    digits = load_digits()
+    images = np.rint(digits.images * 255 / 16).astype(np.uint8)
+    for c in classes:
+        folder = root / str(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(digits.target == c)[:per_class]:
+            Image.fromarray(images[i], mode="L").save(folder / f"{i}.png")
+    return root
+
+
+def test_relative_weights_path_resolves_next_to_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    (project / "weights").mkdir(parents=True)
+    source = timm.create_model("test_resnet", num_classes=0, in_chans=1)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(project / "weights" / "w.safetensors"))
+    data = _write_digit_folder(tmp_path / "images", 6)
+    config = project / "my.yaml"
+    config.write_text(
+        "model:\n  class_path: lightkit.models.ImageClassifier\n  init_args:\n    encoder: test_resnet\n"
+        "    pretrained: weights/w.safetensors\n"
+        f"data:\n  class_path: lightkit.data.ImageFolderDataModule\n  init_args:\n    root: {data}\n"
+        "    image_size: 16\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the user runs from another folder
+    cli = main(["--config", str(config), "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"],
+               run=False)
+    assert cli.model.encoder.lightkit_pretrained_source == str(project / "weights" / "w.safetensors")
+    assert cli.model.hparams.in_chans == 1  # gray PNGs: one channel, linked into the model
+
+    config.write_text(config.read_text().replace("weights/w.safetensors", "weights/missing.safetensors"))
+    with pytest.raises(PretrainedWeightsError, match=r"'weights/missing.safetensors': no such file next to the config"):
+        main(["--config", str(config), "--trainer.logger=false"], run=False)
+
+
+def test_gray_folder_meets_the_one_channel_packaged_encoder(tmp_path: Path) -> None:
+    data = _write_digit_folder(tmp_path / "images", 4)
+    cli = main(["--config", str(REPO / "configs/folder.yaml"), f"--data.init_args.root={data}",
+                "--trainer.logger=false"], run=False)
+    assert isinstance(cli.datamodule, ImageFolderDataModule) and cli.datamodule.in_chans == 1
+    assert cli.model.encoder.conv1[0].weight.shape[1] == 1
+
+
+@pytest.mark.slow
+def test_folder_recipe_runs_from_another_folder(tmp_path: Path) -> None:
+    """The README's user-data command on a tiny folder, from another working directory, as a user runs it."""
+    data = _write_digit_folder(tmp_path / "my_images", 12)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "fit", "--config", str(REPO / "configs/folder.yaml"),
+         "--data.init_args.root", str(data), "--trainer.max_steps", "40", "--summary_json", "summary.json"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((work / "summary.json").read_text())
+    assert 0.0 <= summary["test/acc"] <= 1.0 and 0.0 < summary["baseline/pixel_logreg_acc"] <= 1.0
+    assert summary["steps"] == 40 and not Path(summary["checkpoint"]).is_absolute()
+    assert (work / summary["checkpoint"]).is_file()
+    assert (work / "runs" / "folder").is_dir()
+    assert "pixel baseline (logistic regression" in proc.stdout
