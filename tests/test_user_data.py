@@ -116,3 +116,21 @@ def test_folder_recipe_runs_from_another_folder(tmp_path: Path) -> None:
     assert (work / summary["checkpoint"]).is_file()
     assert (work / "runs" / "folder").is_dir()
     assert "pixel baseline (logistic regression" in proc.stdout
+
+
+def test_fit_below_the_pixel_baseline_says_so(tmp_path: Path) -> None:
+    """A planted failure (LR 0: the network stays at chance) must be reported against the baseline."""
+    args = ["fit", "--model", "lightkit.models.ImageClassifier", "--model.init_args.encoder", "test_resnet",
+            "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "0",
+            "--data", "lightkit.data.DigitsDataModule", "--data.init_args.image_size", "16",
+            "--trainer.max_steps", "2", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            f"--trainer.default_root_dir={tmp_path}", "--pixel_baseline", "true",
+            "--summary_json", str(tmp_path / "s.json")]
+    with pytest.warns(UserWarning) as record:
+        main(args)
+    messages = [str(w.message) for w in record]
+    assert any("this fit will take only 2 optimizer steps" in m for m in messages)
+    assert any("is below logistic regression on 8x8 pixels" in m for m in messages)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["test/acc"] < summary["baseline/pixel_logreg_acc"]
+    assert summary["steps"] == 2 and any("below logistic regression" in v for v in summary["verdicts"])
