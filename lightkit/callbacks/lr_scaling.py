@@ -54,7 +54,8 @@ class LRScaling(Callback):
     FineTune's absolute ``lr_range``, which would undo the scaling). :class:`~lightkit.callbacks.LRRangeTest`
     sweeps at ``on_train_start``, after the scaling: with ``apply: true`` its suggestion replaces the
     scaled LRs (ratios kept) and is not scaled again, because it was found at this fit's batch per step
-    (``batch_size x devices``: the sweep does not accumulate). An LR found at batch ``B`` in another run
+    (``batch_size x devices``: the sweep does not accumulate); the warmup, if any, still ramps up to it
+    from ``warmup_start`` of it. An LR found at batch ``B`` in another run
     (``cli.py lr_find``) goes into the optimizer config with ``reference_batch: B``.
 
     **Resume.** ``state_dict`` holds what was applied. A checkpoint's optimizer and scheduler state,
