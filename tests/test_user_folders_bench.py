@@ -1,0 +1,102 @@
+"""benchmarks/user_folders.py: the dataset builders write the promised class folders and split sizes,
+and the pixel-baseline arms score a tiny folder. No fastai, no network, no network training."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers.ddp import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("user_folders", REPO / "benchmarks/user_folders.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _counts(root, split):
+    return {p.name: len(list(p.glob("*.png"))) for p in sorted((root / split).iterdir())}
+
+
+def test_digits_few_shot_folders(bench, tmp_path) -> None:
+    root = tmp_path / "digits5"
+    bench.build_digits(root, seed=0, shots=5)
+    assert _counts(root, "train") == {str(c): 5 for c in range(10)}
+    assert _counts(root, "val") == {str(c): 5 for c in range(10)}
+    test = _counts(root, "test")
+    assert set(test) == {str(c) for c in range(10)} and sum(test.values()) == 359  # round(20 %) per class
+    from PIL import Image
+
+    with Image.open(next((root / "train/3").glob("*.png"))) as img:
+        assert img.mode == "L" and img.size == (8, 8)
+    # the same seed gives the same split; another seed another
+    again, other = tmp_path / "again", tmp_path / "other"
+    bench.build_digits(again, seed=0, shots=5)
+    bench.build_digits(other, seed=1, shots=5)
+    first = np.asarray(Image.open(next((root / "train/0").glob("*.png"))))
+    assert np.array_equal(first, np.asarray(Image.open(next((again / "train/0").glob("*.png")))))
+    assert not all(np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in
+                   zip(sorted((root / "train/0").glob("*.png")), sorted((other / "train/0").glob("*.png")), strict=True))
+
+
+def test_lfw_folders(bench, tmp_path) -> None:
+    pytest.importorskip("skimage")
+    bench.build_lfw(tmp_path, seed=0)
+    assert _counts(tmp_path, "train") == {"face": 70, "nonface": 70}
+    assert _counts(tmp_path, "val") == {"face": 10, "nonface": 10}
+    assert _counts(tmp_path, "test") == {"face": 20, "nonface": 20}
+
+
+def test_patch_folders_rgb(bench, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    sources = {name: (lambda v=v: np.clip(rng.normal(v, 20, (256, 320, 3)), 0, 255).astype(np.uint8))
+               for name, v in (("dark", 60), ("light", 190))}
+    bench.build_patches(tmp_path, seed=0, sources=sources)
+    assert _counts(tmp_path, "train") == {"dark": 40, "light": 40}
+    assert _counts(tmp_path, "val") == {"dark": 10, "light": 10}
+    assert _counts(tmp_path, "test") == {"dark": 30, "light": 30}
+    from PIL import Image
+
+    with Image.open(next((tmp_path / "test/dark").glob("*.png"))) as img:
+        assert img.mode == "RGB" and img.size == (bench.PATCH, bench.PATCH)
+
+
+def test_patch_cells_are_disjoint(bench) -> None:
+    """Each split's patches come from its own cells: mark every pixel with its cell's split."""
+    img = np.arange(256 * 320, dtype=np.int64).reshape(256, 320)
+    patches = bench._patch_split(img, seed=3, counts=(40, 10, 30))
+    seen = {split: set(np.concatenate([p.ravel() for p in ps]).tolist()) for split, ps in patches.items()}
+    assert not seen["train"] & seen["test"] and not seen["train"] & seen["val"] and not seen["val"] & seen["test"]
+
+
+@pytest.mark.parametrize("kind", ["logreg", "svc"])
+def test_pixel_arms_score_a_tiny_folder(bench, tmp_path, kind) -> None:
+    rng = np.random.default_rng(0)
+    sources = {name: (lambda v=v: np.clip(rng.normal(v, 30, (192, 192)), 0, 255).astype(np.uint8))
+               for name, v in (("a", 90), ("b", 160))}
+    bench.build_patches(tmp_path, seed=0, sources=sources, counts=(8, 4, 6))
+    result = bench.run_pixels(tmp_path, seed=0, kind=kind)
+    assert 0.0 <= result["test_acc"] <= 1.0 and result["pixels"] == 16 * 16
+    assert isinstance(result["one_class"], bool)
+
+
+def test_table_and_merge(bench, tmp_path) -> None:
+    results = {"runs": [], "invocations": []}
+    sizes = {"train": 50, "val": 50, "test": 359, "classes": 10}
+    for seed, (rec, svc) in enumerate([(0.9, 0.8), (0.7, 0.85), (0.95, 0.8)]):
+        bench.merge(results, {"dataset": "digits5", "seed": seed, "arm": "recipe", "test_acc": rec, "sizes": sizes,
+                              "steps": 400 + seed})
+        bench.merge(results, {"dataset": "digits5", "seed": seed, "arm": "svc", "test_acc": svc, "sizes": sizes,
+                              "one_class": seed == 2})
+    bench.merge(results, {"dataset": "digits5", "seed": 1, "arm": "recipe", "test_acc": 0.1, "sizes": sizes})
+    assert len(results["runs"]) == 6  # a rerun replaces its (dataset, seed, arm)
+    text = bench.table(results)
+    assert "| recipe | 3 | 90.0 % | 10.0 % | 0: 90.0, 1: 10.0, 2: 95.0 | 400-402 |" in text and "seed 1: near chance" in text
+    assert "seed 2: one class" in text and "**at or above**" in text
+    json.dumps(results)
