@@ -19,11 +19,14 @@ from torch.utils.data import DataLoader
 from lightkit.callbacks._monitor import PAUSE_MONITOR_FLAG, log_image, new_figure, save_figure, step_loss
 from lightkit.callbacks.mixing import PAUSE_FLAG
 from lightkit.functional.lr_suggest import (
+    SKIP_START,
     SUGGESTIONS,
     Suggestion,
+    SweepEdgeWarning,
     SweepMode,
     clr_bounds,
     diverged,
+    filter_losses,
     range_test_lr,
     smooth_losses,
     suggest,
@@ -44,7 +47,12 @@ class LRRangeTest(Callback):
     Smith's range test (arXiv:1506.01186, sec. 3.3) as fastai's ``lr_find`` runs it: at the start of
     training the callback trains ``num_steps`` batches with the LR rising from ``start_lr`` to
     ``end_lr``, smooths the loss (bias-corrected EMA), stops when it diverges, and reports
-    ``valley`` / ``steepest`` / ``minimum`` and Smith's CLR bounds (:mod:`lightkit.functional.lr_suggest`).
+    ``robust_valley`` (the default: where the median-filtered loss has done 75 % of its fall, the
+    noisy first 10 % of the sweep skipped), fastai's ``valley`` / ``minimum`` (on the EMA curve),
+    ``steepest`` and Smith's CLR bounds (on the filtered curve, :mod:`lightkit.functional.lr_suggest`).
+    An answer at an edge of the usable sweep is reported with a
+    :class:`~lightkit.functional.lr_suggest.SweepEdgeWarning` naming the value and the fix (lower
+    ``start_lr``, more ``num_steps``, higher ``end_lr``); the messages are kept in ``results["warnings"]``.
     Then model weights, BN statistics, optimizer and scheduler state, RNG states (torch, CUDA, numpy,
     python, the loader's generators) and the metric states are restored, so the fit that follows is
     bit-identical to one without the sweep (unless ``apply`` changes its LR).
@@ -57,7 +65,8 @@ class LRRangeTest(Callback):
 
     Under DDP the loss is averaged over ranks before smoothing and the gradients are all-reduced, so
     every rank takes the same steps and reaches the same suggestion. Output (rank zero): a PNG at
-    ``<log_dir or default_root_dir>/lr_find.png``, the W&B image ``lr_find/plot``, a table and the
+    ``<log_dir or default_root_dir>/lr_find.png`` (y-axis clipped to the curve, raw-loss spikes left
+    out; each suggestion labelled with its value), the W&B image ``lr_find/plot``, a table and the
     ``--model.init_args.optimizer.init_args.lr=`` override. A resumed fit does not sweep again.
 
     Args:
@@ -67,7 +76,9 @@ class LRRangeTest(Callback):
         mode: ``exponential`` (log-spaced, default) or ``linear`` spacing of the LRs.
         smoothing: EMA coefficient beta of the loss, per step, in [0, 1).
         diverge_factor: stop when the smoothed loss exceeds this multiple of the best smoothed loss.
-        suggestion: the rule used for ``apply`` and the printed override.
+        suggestion: the rule used for ``apply`` and the printed override; ``robust_valley`` landed in
+            the good LR band on 12/12 benchmark sweeps, fastai's ``valley`` on 5/12
+            (``benchmarks/lr_grid.py``, ``benchmarks/RESULTS.md``).
         group: sweep only this layer group (an optimizer group's ``group`` or ``name`` key); None
             sweeps all groups keeping their ratios to the head.
         apply: write the suggestion into the optimizer for the fit that follows.
@@ -88,7 +99,7 @@ class LRRangeTest(Callback):
         mode: SweepMode = "exponential",
         smoothing: float = 0.98,
         diverge_factor: float = 4.0,
-        suggestion: Suggestion = "valley",
+        suggestion: Suggestion = "robust_valley",
         group: str | None = None,
         apply: bool = False,
         stop_after: bool = False,
@@ -260,24 +271,34 @@ class LRRangeTest(Callback):
 
     # -- results -----------------------------------------------------------------------------
     def _suggest(self, record: dict[str, list[float]], optimizer: torch.optim.Optimizer, ratios: list[float]) -> dict[str, Any]:
-        lrs, smoothed = record["lrs"], record["smoothed"]
-        try:
-            suggestions = suggest(lrs, smoothed)
-        except ValueError as err:
-            raise RuntimeError(
-                f"LRRangeTest: {len(lrs)} usable sweep steps are too few for a suggestion ({err}). Lower end_lr, "
-                f"raise diverge_factor or num_steps."
-            ) from err
-        try:
-            base_lr, max_lr = clr_bounds(lrs, smoothed)
-            clr: dict[str, float] | None = {"base_lr": base_lr, "max_lr": max_lr}
-        except ValueError:
-            clr = None
+        lrs, raw, smoothed = record["lrs"], record["losses"], record["smoothed"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SweepEdgeWarning)
+            try:
+                suggestions = suggest(lrs, smoothed, raw=raw)
+            except ValueError as err:
+                raise RuntimeError(
+                    f"LRRangeTest: {len(lrs)} usable sweep steps are too few for a suggestion ({err}). Lower end_lr, "
+                    f"raise diverge_factor or num_steps."
+                ) from err
+            filtered = filter_losses(raw)
+            try:
+                base_lr, max_lr = clr_bounds(lrs, filtered)
+                clr: dict[str, float] | None = {"base_lr": base_lr, "max_lr": max_lr}
+            except ValueError:
+                clr = None
+        notes = []
+        for w in caught:  # the pure functions warn; here they become rank-zero warnings
+            if issubclass(w.category, SweepEdgeWarning):
+                notes.append(str(w.message))
+                rank_zero_warn(f"LRRangeTest: {w.message}", category=SweepEdgeWarning)
+            else:  # pragma: no cover - the rules raise no other warning
+                warnings.warn(w.message, w.category, stacklevel=2)
         lr = suggestions[self.suggestion]
         names = [str(g.get("name", i)) for i, g in enumerate(optimizer.param_groups)]
         group_lrs = {n: (lr * r if r > 0 else _reference_lr(g)) for n, r, g in zip(names, ratios, optimizer.param_groups, strict=True)}
-        return {**record, "suggestions": suggestions, "clr": clr, "suggestion": self.suggestion, "lr": lr,
-                "group_lrs": group_lrs, "group": self.group}
+        return {**record, "filtered": filtered, "suggestions": suggestions, "clr": clr, "suggestion": self.suggestion,
+                "lr": lr, "group_lrs": group_lrs, "group": self.group, "warnings": notes}
 
     def _apply(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
         assert self.results is not None  # set just before; not user input
@@ -430,21 +451,45 @@ def _metrics(pl_module: LightningModule) -> list[Any]:
     return [m for m in pl_module.modules() if isinstance(m, Metric)]
 
 
+def _ylim(res: dict[str, Any]) -> tuple[float, float]:
+    """Y-limits that the useful curve fills: from just below the lowest smoothed loss to twice its drop above it.
+
+    Raw losses spike (to 18-60 from ~2.3 at the divergence, or at a fresh model's first steps, issue
+    16); autoscaling to them squeezed the curve into the bottom 5-15 % of the plot. The top is the
+    highest filtered loss before the minimum (the plateau, the noisy start skipped) plus the drop
+    once more, so the turn into divergence stays visible; never above the highest point drawn.
+    """
+    filtered, smoothed, raw = res["filtered"], res["smoothed"], res["losses"]
+    skip = min(math.ceil(SKIP_START * len(filtered)), len(filtered) - 1)
+    low = min(range(skip, len(filtered)), key=filtered.__getitem__)
+    bottom = min(min(filtered[skip:]), min(smoothed[skip:]))
+    plateau = max(filtered[skip:low + 1])
+    top = min(plateau + max(plateau - bottom, 0.1 * abs(plateau)), max(max(raw), max(smoothed)))
+    top = max(top, bottom + 1e-6 * max(1.0, abs(bottom)))  # a flat curve still gets a non-empty range
+    return bottom - 0.05 * (top - bottom), top
+
+
 def _figure(res: dict[str, Any]) -> Any:
     fig = new_figure(6.0, 4.0, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(res["lrs"], res["losses"], color="0.7", lw=1, label="loss")
-    ax.plot(res["lrs"], res["smoothed"], color="C0", lw=2, label="smoothed")
+    ax.plot(res["lrs"], res["losses"], color="0.75", lw=1, label="loss")
+    ax.plot(res["lrs"], res["smoothed"], color="C0", lw=1, ls=":", label="EMA (valley, minimum)")
+    ax.plot(res["lrs"], res["filtered"], color="C0", lw=2, label="median-filtered (robust_valley, steepest)")
+    bottom, top = _ylim(res)
+    ax.set_ylim(bottom, top)
     index = {lr: i for i, lr in enumerate(res["lrs"])}
     for k, (name, lr) in enumerate(res["suggestions"].items()):
-        ax.axvline(lr, color=f"C{k + 1}", ls="--", lw=1, label=f"{name} {lr:.2g}")
+        chosen = name == res["suggestion"]
+        ax.axvline(lr, color=f"C{k + 1}", ls="-" if chosen else "--", lw=1.5 if chosen else 1, label=f"{name} {lr:.2g}")
+        ax.annotate(f"{name} {lr:.2g}", (lr, top), xytext=(3, -3), textcoords="offset points", rotation=90,
+                    va="top", ha="left", fontsize=7, color=f"C{k + 1}", fontweight="bold" if chosen else "normal")
         if lr in index:
-            ax.plot([lr], [res["smoothed"][index[lr]]], "o", color=f"C{k + 1}")
+            ax.plot([lr], [res["filtered"][index[lr]]], "o", color=f"C{k + 1}")
     if res["clr"]:
         ax.axvspan(res["clr"]["base_lr"], res["clr"]["max_lr"], color="C0", alpha=0.08, label="CLR bounds")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (head group)")
-    ax.set_ylabel("training loss")
-    ax.set_title("LR range test")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("training loss (y clipped to the curve)")
+    ax.set_title(f"LR range test: {res['suggestion']} = {res['lr']:.3g}")
+    ax.legend(fontsize=7, loc="lower left")
     return fig

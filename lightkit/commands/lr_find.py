@@ -3,7 +3,9 @@
 Builds model, data and trainer from the config exactly as ``fit`` would, replaces any
 :class:`~lightkit.callbacks.lr_range_test.LRRangeTest` in it by one made from the ``lr_find:``
 section (``--lr_find.num_steps 50`` ...), runs the sweep (Smith 2017, arXiv:1506.01186) and stops:
-no training, no validation. Prints the suggestions and the ``--model...lr=`` override and writes
+no training, no validation. Prints the suggestions (``robust_valley`` by default; ``--lr_find.suggestion
+valley`` for fastai's rule) and the ``--model...lr=`` override, warns when a suggestion lies at an edge
+of the sweep (with the fix: lower ``start_lr``, more ``num_steps``, higher ``end_lr``), and writes
 ``lr_find.png`` to the log dir (or ``trainer.default_root_dir``).
 """
 

@@ -12,7 +12,14 @@ import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightkit.callbacks.lr_range_test import LRRangeTest
+from lightkit.callbacks.lr_range_test import LRRangeTest, _figure
+from lightkit.functional.lr_suggest import (
+    SweepEdgeWarning,
+    filter_losses,
+    range_test_lr,
+    smooth_losses,
+    suggest,
+)
 from lightkit.models.classifier import ImageClassifier
 
 SWEEP = {"num_steps": 6, "start_lr": 1e-5, "end_lr": 1.0}
@@ -116,7 +123,7 @@ def test_groups_keep_their_ratio_and_suggestion_is_applied(tmp_path: Path) -> No
         for name, value in step.items():
             assert value == pytest.approx(lr * (1.0 if name.startswith("head") else 0.1))
     applied = _lrs(trainer)
-    assert applied["head"] == pytest.approx(res["lr"]) == pytest.approx(res["suggestions"]["valley"])
+    assert applied["head"] == pytest.approx(res["lr"]) == pytest.approx(res["suggestions"]["robust_valley"])
     assert applied["encoder.stem"] == pytest.approx(0.1 * res["lr"])
     assert applied == pytest.approx(res["group_lrs"])
 
@@ -159,9 +166,41 @@ def test_prints_table_and_override(tmp_path: Path, capsys: pytest.CaptureFixture
     callback = LRRangeTest(**SWEEP)
     _fit(_model(), [callback], tmp_path, max_steps=1)
     out = capsys.readouterr().out
-    assert "valley (chosen)" in out and "steepest" in out
+    assert "robust_valley (chosen)" in out and "steepest" in out and "minimum" in out
     assert f"--model.init_args.optimizer.init_args.lr={callback.results['lr']:.3g}" in out
     assert (tmp_path / "lr_find.png").exists()
+
+
+def _record(losses: list[float]) -> dict[str, list[float]]:
+    lrs = [range_test_lr(i / 99, 1e-7, 10.0) for i in range(len(losses))]
+    return {"lrs": lrs, "losses": losses, "smoothed": smooth_losses(losses)}
+
+
+def test_edge_answer_becomes_a_rank_zero_warning() -> None:
+    # The loss still falls at the sweep's last point: minimum and steepest are at the edge.
+    losses = [2.3] * 30 + [2.3 - 0.03 * i for i in range(60)]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    callback = LRRangeTest()
+    with pytest.warns(SweepEdgeWarning, match=r"LRRangeTest: minimum: lr=.* lies at the end of the sweep .* Raise end_lr"):
+        res = callback._suggest(_record(losses), optimizer, [1.0])
+    assert any(m.startswith("minimum: lr=") for m in res["warnings"])
+    assert res["lr"] == res["suggestions"]["robust_valley"]
+
+
+def test_plot_clips_a_planted_spike_and_labels_each_suggestion() -> None:
+    # A recorded MNIST-5k sweep shape: plateau 2.6, valley 0.7 near lr 0.05, divergence; spikes planted
+    # at the first step (60) and in the divergence (18).
+    losses = [2.6] * 45 + [2.6 - 1.9 * i / 30 for i in range(30)] + [0.7 + 0.25 * i for i in range(15)]
+    losses[0], losses[80] = 60.0, 18.0
+    res = {**_record(losses), "filtered": filter_losses(losses), "clr": None, "suggestion": "robust_valley"}
+    res["suggestions"] = suggest(res["lrs"], res["smoothed"], raw=losses)
+    res["lr"] = res["suggestions"]["robust_valley"]
+    ax = _figure(res).axes[0]
+    bottom, top = ax.get_ylim()
+    assert 2.6 < top < 5.0  # the plateau and the turn into divergence are in, the spikes (60, 18) are out
+    assert 0.5 < bottom < min(res["filtered"])  # just below the filtered minimum
+    labels = {t.get_text() for t in ax.texts}
+    assert {f"{name} {lr:.2g}" for name, lr in res["suggestions"].items()} <= labels
 
 
 def test_resume_does_not_sweep_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +235,7 @@ def test_short_loader_is_cycled_with_a_warning(tmp_path: Path) -> None:
         ({"mode": "cubic"}, r"mode='cubic'; choose 'exponential' or 'linear'"),
         ({"smoothing": 1.0}, r"smoothing=1.0 must be in \[0, 1\)"),
         ({"diverge_factor": 1.0}, r"diverge_factor=1.0 must be > 1"),
-        ({"suggestion": "best"}, r"suggestion='best'; choose one of \['valley', 'steepest', 'minimum'\]"),
+        ({"suggestion": "best"}, r"suggestion='best'; choose one of \['robust_valley', 'valley', 'steepest', 'minimum'\]"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
@@ -238,7 +277,8 @@ def test_ddp_ranks_agree(tmp_path: Path) -> None:
 
     run_ddp_script(tmp_path, """
         from torch.utils.data import DataLoader, TensorDataset
-        from lightkit.callbacks.lr_range_test import LRRangeTest
+        from lightkit.callbacks.lr_range_test import LRRangeTest, _figure
+from lightkit.functional.lr_suggest import SweepEdgeWarning, filter_losses, range_test_lr, smooth_losses, suggest
         from lightkit.models.classifier import ImageClassifier
         seed_everything(0)
         g = torch.Generator().manual_seed(0)
