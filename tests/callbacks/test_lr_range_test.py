@@ -277,8 +277,7 @@ def test_ddp_ranks_agree(tmp_path: Path) -> None:
 
     run_ddp_script(tmp_path, """
         from torch.utils.data import DataLoader, TensorDataset
-        from lightkit.callbacks.lr_range_test import LRRangeTest, _figure
-from lightkit.functional.lr_suggest import SweepEdgeWarning, filter_losses, range_test_lr, smooth_losses, suggest
+        from lightkit.callbacks.lr_range_test import LRRangeTest
         from lightkit.models.classifier import ImageClassifier
         seed_everything(0)
         g = torch.Generator().manual_seed(0)
