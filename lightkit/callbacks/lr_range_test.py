@@ -256,6 +256,7 @@ class LRRangeTest(Callback):
         """Batches of the fit's own train loader (its sampler included), cycled if it is too short."""
         loader = trainer.train_dataloader
         count = 0
+        passes = 0
         while True:
             seen = 0
             for batch in loader:
@@ -264,10 +265,12 @@ class LRRangeTest(Callback):
                 yield batch
             if seen == 0:
                 raise ValueError("LRRangeTest: the train loader is empty; the range test needs batches.")
-            rank_zero_warn(
-                f"LRRangeTest: the train loader has {seen} batches, fewer than num_steps={self.num_steps}; "
-                f"cycling it (lower num_steps to avoid repeating batches)."
-            )
+            passes += 1
+            if passes == 1:  # once per sweep, not once per pass over a 2-batch loader
+                rank_zero_warn(
+                    f"LRRangeTest: the train loader has {seen} batches, fewer than num_steps={self.num_steps}; "
+                    f"cycling it (lower num_steps to avoid repeating batches)."
+                )
 
     # -- results -----------------------------------------------------------------------------
     def _suggest(self, record: dict[str, list[float]], optimizer: torch.optim.Optimizer, ratios: list[float]) -> dict[str, Any]:
