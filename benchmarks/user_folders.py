@@ -20,7 +20,9 @@ torch (the ``bench`` extra lists the packages for documentation only):
     pip install --no-deps "fastai==2.8.*" fastcore fasttransform "fastprogress<1.1" fastdownload \\
         "plum-dispatch<2.10" beartype
 
-Usage (from the repository root; ~35-45 min on 2 idle cores for everything):
+Usage (from the repository root). Cost per run on a shared 2-core box (load 8-13): recipe 7-11 min, fastai
+11-15 min, quickstart ~2 min, logreg / SVC seconds; everything in sequence is hours there, so run parts in
+parallel invocations, each with its own ``--json``, and merge them with ``--merge_from``:
 
     python benchmarks/user_folders.py                                   # all arms, datasets, seeds 0 1 2
     python benchmarks/user_folders.py --arms recipe --datasets lfw      # rerun a part; merged into the JSON
@@ -365,7 +367,7 @@ def table(results: dict, datasets: list[str] | None = None) -> str:
                   f"{sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')})", "",
                   "| arm | seeds | median | worst | per seed | steps | flags |", "|---|---:|---:|---:|---|---:|---|"]
         medians = {}
-        for arm in [a for a in ARMS if a in arms]:
+        for arm in [a for a in (*ARMS, "recipe_nomix") if a in arms]:  # recipe_nomix: a config variant, by hand
             runs = sorted(arms[arm], key=lambda r: r["seed"])
             accs = [r["test_acc"] for r in runs]
             medians[arm] = statistics.median(accs)
@@ -382,8 +384,10 @@ def table(results: dict, datasets: list[str] | None = None) -> str:
         if "recipe" in medians and peers:
             best = max(peers, key=peers.get)
             ok = medians["recipe"] >= peers[best]
+            seeds = {a: len(arms[a]) for a in ("recipe", *peers)}
             lines.append(f"\nrecipe {100 * medians['recipe']:.1f} % vs best of {'/'.join(peers)} = {best} "
-                         f"{100 * peers[best]:.1f} % (seed medians): **{'at or above' if ok else 'below'}**")
+                         f"{100 * peers[best]:.1f} % (seed medians; seeds: "
+                         f"{', '.join(f'{a} {n}' for a, n in seeds.items())}): **{'at or above' if ok else 'below'}**")
         elif peers:
             lines.append("\nrecipe: not run")
         lines.append("")
