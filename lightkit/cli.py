@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from lightkit.callbacks.budget import TrainingBudget  # noqa: E402
 from lightkit.callbacks.prediction_writer import PredictionWriter  # noqa: E402
 from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
 from lightkit.ensemble import EnsembleResult, ensemble_predict  # noqa: E402
@@ -72,7 +73,6 @@ class LightkitCLI(LightningCLI):
     # -- fit ---------------------------------------------------------------------------------
     def before_fit(self) -> None:
         self._t0 = time.perf_counter()
-        from lightkit.callbacks.budget import TrainingBudget
         from lightkit.callbacks.regularization import RegularizationSummary
 
         if not any(isinstance(cb, RegularizationSummary) for cb in self.trainer.callbacks):
@@ -88,8 +88,14 @@ class LightkitCLI(LightningCLI):
             return
         results: dict[str, float] = {}
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # Testing the best checkpoint restores the callbacks' state as it was at that epoch: keep the fit's
+        # own validation history for the end-of-fit verdicts.
+        budget = next((cb for cb in trainer.callbacks if isinstance(cb, TrainingBudget)), None)
+        fit_state = budget.state_dict() if budget is not None else None
         if cfg.get("test_after_fit", True) and self.datamodule is not None and _has_test(self.datamodule):
             out = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
+            if budget is not None and fit_state is not None:
+                budget.load_state_dict(fit_state)
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
         log_dir = trainer.log_dir  # a broadcast from rank zero under DDP: every rank must call it
         counts = self.model.prediction_counts("test") if results and hasattr(self.model, "prediction_counts") else None
@@ -205,8 +211,6 @@ def _after_fit_checks(trainer: Trainer, datamodule: Any, results: dict[str, floa
                       baseline: bool) -> dict[str, Any]:
     """Verdicts (train longer, one class) and the pixel baseline, each printed as one line."""
     from lightning.pytorch.utilities import rank_zero_warn
-
-    from lightkit.callbacks.budget import TrainingBudget
 
     extra: dict[str, Any] = {"verdicts": []}
     budget = next((cb for cb in trainer.callbacks if isinstance(cb, TrainingBudget)), None)

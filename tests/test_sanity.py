@@ -238,4 +238,4 @@ def test_quickstart_config_passes(tmp_path: Path) -> None:
                  f"--sanity.output={out}"]) is None
     report = json.loads(out.read_text())
     assert report["passed"], report
-    assert [c["name"] for c in report["checks"]] == ["initial_loss", "gradients", "overfit", "lr"]
+    assert [c["name"] for c in report["checks"]] == ["initial_loss", "gradients", "overfit", "lr", "pixel_baseline"]

@@ -106,7 +106,8 @@ def test_folder_recipe_runs_from_another_folder(tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "cli.py"), "fit", "--config", str(REPO / "configs/folder.yaml"),
-         "--data.init_args.root", str(data), "--trainer.max_steps", "40", "--summary_json", "summary.json"],
+         "--data.init_args.root", str(data), "--trainer.max_steps", "40", "--trainer.max_epochs", "40",
+         "--summary_json", "summary.json"],
         cwd=work, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -134,3 +135,20 @@ def test_fit_below_the_pixel_baseline_says_so(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["test/acc"] < summary["baseline/pixel_logreg_acc"]
     assert summary["steps"] == 2 and any("below logistic regression" in v for v in summary["verdicts"])
+
+
+def test_testing_an_earlier_best_checkpoint_keeps_the_fits_history(tmp_path: Path) -> None:
+    """The test after fit restores callback state from the best checkpoint; the verdicts must still read
+    the whole fit (a best checkpoint from epoch 0 once made a falling curve look 'still improving')."""
+    cli = main(["fit", "--model", "lightkit.models.ImageClassifier", "--model.init_args.encoder", "test_resnet",
+                "--data", "lightkit.data.DigitsDataModule", "--data.init_args.image_size", "16",
+                "--data.init_args.samples_per_class", "3", "--trainer.max_epochs", "3",
+                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+                "--trainer.callbacks.monitor=val/loss", "--trainer.callbacks.mode=max",  # best = an early epoch
+                "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                f"--trainer.default_root_dir={tmp_path}"])
+    from lightkit.callbacks.budget import TrainingBudget
+
+    budget = next(cb for cb in cli.trainer.callbacks if isinstance(cb, TrainingBudget))
+    assert len(budget.history) == 3
+    assert "epoch=2" not in cli.trainer.checkpoint_callback.best_model_path or budget.history[-1] >= max(budget.history)
