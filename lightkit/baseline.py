@@ -83,12 +83,11 @@ def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed:
 
     x_train, y_train = split("train", max_train)
     side = min(size, *(min(img.shape[:2]) for img in (x_train if isinstance(x_train, list) else x_train[:1])))
-    features = {name: pixel_features(x, side) for name, x in (("train", x_train),)}
     x_val, y_val = split("val")
     x_test, y_test = split("test")
     if len(y_test) == 0 or len(np.unique(y_train)) < 2:
         raise ValueError("pixel_baseline: needs a test split and at least two classes in train.")
-    features["val"], features["test"] = pixel_features(x_val, side), pixel_features(x_test, side)
+    features = {name: pixel_features(x, side) for name, x in (("train", x_train), ("val", x_val), ("test", x_test))}
 
     def fit(c: float) -> Any:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))

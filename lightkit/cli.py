@@ -88,14 +88,8 @@ class LightkitCLI(LightningCLI):
             return
         results: dict[str, float] = {}
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        # Testing the best checkpoint restores the callbacks' state as it was at that epoch: keep the fit's
-        # own validation history for the end-of-fit verdicts.
-        budget = next((cb for cb in trainer.callbacks if isinstance(cb, TrainingBudget)), None)
-        fit_state = budget.state_dict() if budget is not None else None
         if cfg.get("test_after_fit", True) and self.datamodule is not None and _has_test(self.datamodule):
             out = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
-            if budget is not None and fit_state is not None:
-                budget.load_state_dict(fit_state)
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
         log_dir = trainer.log_dir  # a broadcast from rank zero under DDP: every rank must call it
         counts = self.model.prediction_counts("test") if results and hasattr(self.model, "prediction_counts") else None
@@ -191,7 +185,8 @@ def _resolve_pretrained_path(cfg: Any) -> None:
     from lightkit.models.encoder import _WEIGHT_SUFFIXES
     from lightkit.models.weights import PretrainedWeightsError
 
-    init = cfg.get("model", {}).get("init_args") if hasattr(cfg.get("model", {}), "get") else None
+    model = cfg.get("model")
+    init = model.get("init_args") if hasattr(model, "get") else None
     value = init.get("pretrained") if init is not None else None
     if not isinstance(value, str) or not value.endswith(_WEIGHT_SUFFIXES) or Path(value).expanduser().is_absolute():
         return

@@ -78,9 +78,11 @@ class TrainingBudget(Callback):
         self.planned_steps: int | None = None
         self.history: list[float] = []
         self.val_counts: list[int] = []
+        self._stage: str | None = None
 
     # -- before the fit --------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._stage = str(stage)
         if stage != "fit":
             return
         sized = _train_samples(trainer)
@@ -126,6 +128,10 @@ class TrainingBudget(Callback):
         return {"history": list(self.history), "val_counts": list(self.val_counts)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Testing (validating, predicting) from a checkpoint restores callback state too: that must not
+        # replace the fit's own history (the best checkpoint of epoch 23 of 80 would read as "still improving").
+        if self._stage not in (None, "fit"):
+            return
         self.history = list(state_dict.get("history", []))
         self.val_counts = list(state_dict.get("val_counts", []))
 

@@ -84,3 +84,24 @@ def test_quickstart_budget_is_not_warned_about() -> None:
     dm = DigitsDataModule(batch_size=args["batch_size"], image_size=args["image_size"])
     steps = steps_per_epoch(dm.split_sizes()["train"], dm.batch_size) * config["trainer"]["max_epochs"]
     assert steps >= TrainingBudget().warn_below
+
+
+def test_testing_an_early_checkpoint_keeps_the_fits_history(tmp_path: Path) -> None:
+    """``trainer.test(ckpt_path=...)`` restores callback state: the fit's history must survive it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    budget = TrainingBudget(warn_below=0)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    dm = DigitsDataModule(batch_size=16, image_size=32, samples_per_class=2)
+    trainer = Trainer(logger=False, accelerator="cpu", default_root_dir=tmp_path, callbacks=[budget, checkpoints],
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=1, limit_test_batches=1, max_epochs=3)
+    model = tiny_model()
+    trainer.fit(model, datamodule=dm)
+    assert len(budget.history) == 3
+    first = sorted((tmp_path / "ckpt").glob("epoch=0-*.ckpt"))[0]
+    trainer.test(model, datamodule=dm, ckpt_path=str(first), verbose=False)
+    assert len(budget.history) == 3  # not the one-entry history stored in the epoch-0 checkpoint
+    resumed = TrainingBudget()
+    resumed.load_state_dict(budget.state_dict())  # a fresh instance (resume) takes the state as given
+    assert resumed.history == budget.history
