@@ -1,25 +1,91 @@
-"""Draw a configured LR schedule (LR per parameter group and momentum vs optimizer step) to PNG.
+"""lightkit's figures: the helpers every PNG is drawn with, and the LR schedule plot.
 
-Uses matplotlib's object API with the Agg canvas, so it needs no display and never changes pyplot's
-global backend.
+One style for every PNG (monitors, LR range test, schedule plot, search report): matplotlib's object
+API on the Agg canvas (:func:`new_figure`), so drawing needs no display and never changes pyplot's
+global backend or state, and :func:`save_figure` at 100 dpi. matplotlib is imported only when a figure
+is drawn (it costs seconds to import).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightkit._factory import unbound_parameters
 
-__all__ = ["plot_schedule", "trace_schedule"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["axes_grid", "color_cycle", "new_figure", "plot_schedule", "save_figure", "trace_schedule"]
+
+DPI = 100
+"""Resolution of every PNG lightkit writes."""
+
+
+def new_figure(width: float, height: float, layout: Literal["fixed", "constrained"] = "fixed",
+               hspace: float = 0.5) -> Figure:
+    """A matplotlib figure on the Agg canvas (no display, pyplot's global state untouched).
+
+    ``layout="fixed"`` (default) sets margins in inches once (room for tick labels, axis labels and
+    titles) instead of matplotlib's constrained layout, which measures every text box of every panel
+    before drawing: that halves the end-of-fit drawing time of the monitors (benchmarks/RESULTS.md).
+    ``"constrained"`` keeps matplotlib's layout engine, for small one-off figures. ``hspace``: the
+    gap between rows of panels, as a fraction of a panel's height (fixed layout).
+
+    Raises:
+        ValueError: an unknown ``layout``.
+    """
+    if layout not in ("fixed", "constrained"):
+        raise ValueError(f"new_figure: layout={layout!r} is not one of 'fixed', 'constrained'.")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained" if layout == "constrained" else None)
+    FigureCanvasAgg(fig)
+    if layout == "fixed":
+        fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 0.4 / height,
+                            hspace=hspace, wspace=0.25)
+    return fig
+
+
+def axes_grid(n: int, max_cols: int = 3, panel: tuple[float, float] = (4.2, 3.4)) -> tuple[Figure, list[Axes]]:
+    """A constrained-layout figure with ``n`` panels, at most ``max_cols`` per row (unused cells hidden).
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"axes_grid: n={n} panels; give at least 1.")
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig = new_figure(max(6.0, panel[0] * cols), panel[1] * rows, layout="constrained")
+    flat = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def color_cycle() -> list[str]:
+    """The colours of matplotlib's default property cycle, for series that must match across panels."""
+    import matplotlib
+
+    return list(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` (parents created) at :data:`DPI` and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)
+    return path
 
 SchedulerFactory = Callable[..., LRScheduler]
 
@@ -160,8 +226,7 @@ def plot_schedule(
     """
     lrs, momenta, names = trace_schedule(scheduler_or_factory, total_steps, steps_per_epoch, optimizer)
     has_momentum = any(m is not None for row in momenta for m in row)
-    fig = Figure(figsize=(7, 5.5 if has_momentum else 3.5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7, 5.5 if has_momentum else 3.5, layout="constrained")
     axes = fig.subplots(2 if has_momentum else 1, 1, sharex=True, squeeze=False)[:, 0]
     steps = range(total_steps)
     for i, name in enumerate(names):
@@ -183,7 +248,4 @@ def plot_schedule(
             axes[1].plot(steps, curve, label=name)
         axes[1].set_ylabel("momentum / beta1")
     axes[-1].set_xlabel("optimizer step")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=100)
-    return out
+    return save_figure(fig, path)

@@ -356,7 +356,7 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
 def test_trial_monitor_prunes_below_the_median_and_stops_on_nan() -> None:
     import torch
 
-    from lightkit.search import TrialMonitor, _Diverged
+    from lightkit.search.trial import TrialMonitor, _Diverged
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=3))
     for value in (0.8, 0.9, 0.85):
@@ -377,3 +377,39 @@ def test_trial_monitor_prunes_below_the_median_and_stops_on_nan() -> None:
             SimpleNamespace(**{**vars(trainer), "callback_metrics": {"val/acc": torch.tensor(float("inf"))}}), None)
     with pytest.raises(SearchError, match=r"metric 'val/f1' was not logged at validation \(logged: \['val/acc'\]\)"):
         TrialMonitor("val/f1").on_validation_end(trainer, None)
+
+
+# The package's layering, in the order its docstring lists: each module may import only earlier ones.
+SEARCH_LAYERS = ["config", "rules", "result", "trial", "optuna_glue", "report", "stages"]
+
+
+def _search_imports(name: str) -> set[str]:
+    """Sibling modules of lightkit.search imported anywhere in ``name`` (function-level imports included)."""
+    import ast
+
+    import lightkit.search
+
+    path = Path(lightkit.search.__file__).with_name(f"{name}.py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lightkit.search."):
+            found.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("lightkit.search.")}
+    return found
+
+
+def test_search_package_has_no_import_cycle_and_pure_rules() -> None:
+    import lightkit.search
+
+    modules = sorted(p.stem for p in Path(lightkit.search.__file__).parent.glob("*.py") if p.stem != "__init__")
+    assert modules == sorted(SEARCH_LAYERS), "a new lightkit.search module: give it its place in SEARCH_LAYERS"
+    for i, name in enumerate(SEARCH_LAYERS):
+        later = _search_imports(name) - set(SEARCH_LAYERS[:i])
+        assert not later, f"lightkit.search.{name} imports {sorted(later)}, which come after it (an import cycle)"
+    # The rules are testable without Optuna or Lightning.
+    rules = Path(lightkit.search.__file__).with_name("rules.py").read_text()
+    assert "optuna" not in rules and "lightning" not in rules
+    code = ("import sys; import lightkit.search.rules; "
+            "assert not {'optuna', 'lightning'} & set(sys.modules), sorted(m for m in sys.modules if 'optuna' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,18 +1,19 @@
-"""Plumbing shared by the monitoring callbacks: pause flag, interval, output folder, logger dispatch, figures."""
+"""Plumbing shared by the monitoring callbacks: pause flag, interval, output folder, logger dispatch; figures come
+from :mod:`lightkit.plotting`."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+# The figure helpers live in lightkit.plotting (one style for every PNG); re-exported for the monitors.
+from lightkit.plotting import new_figure, save_figure
 
 __all__ = ["PAUSE_MONITOR_FLAG", "log_image", "log_scalars", "monitor_dir", "new_figure", "paused", "save_figure", "step_loss", "wandb_histograms"]
 
@@ -74,32 +75,3 @@ def log_image(trainer: Trainer, key: str, path: Path, step: int) -> None:
     """Log a PNG file to every attached WandbLogger (other loggers keep only the file)."""
     for logger in _wandb(trainer):
         logger.log_image(key=key, images=[str(path)], step=step)
-
-
-def new_figure(width: float, height: float, layout: str = "fixed", hspace: float = 0.5) -> Figure:
-    """A matplotlib figure on the Agg canvas (no display, pyplot's global state untouched).
-
-    ``layout="fixed"`` (default) sets margins in inches once (room for tick labels, axis labels and
-    titles) instead of matplotlib's constrained layout, which measures every text box of every panel
-    before drawing: that halves the end-of-fit drawing time of the monitors (benchmarks/RESULTS.md).
-    ``"constrained"`` keeps matplotlib's layout engine, for small one-off figures. ``hspace``: the
-    gap between rows of panels, as a fraction of a panel's height (fixed layout).
-    """
-    # Imported here: matplotlib costs seconds to import and is only needed when a PNG is drawn.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained" if layout == "constrained" else None)
-    FigureCanvasAgg(fig)
-    if layout == "fixed":
-        fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 0.4 / height,
-                            hspace=hspace, wspace=0.25)
-    return fig
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` (parents created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

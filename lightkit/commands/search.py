@@ -52,7 +52,7 @@ def run(argv: list[str]) -> int:
     from rich.console import Console
 
     from lightkit.search import SearchConfig, SearchError, run_search
-    from lightkit.search_report import trials_table
+    from lightkit.search.report import trials_table
 
     try:
         import optuna  # noqa: F401

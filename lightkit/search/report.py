@@ -1,15 +1,22 @@
-"""Outputs of ``lightkit.search``: the trial table, the PNG plots and the W&B study summary."""
+"""Outputs of a search: ``trials.csv``, ``summary.json``, the trial table, the PNG plots and the W&B study summary.
+
+Reads a finished :class:`~lightkit.search.result.SearchResult`; imports nothing of the stage loop, which
+calls :func:`write_outputs` at its end.
+"""
 
 from __future__ import annotations
 
-import math
+import csv
+import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lightkit.search import SearchConfig, SearchResult
+from lightkit.plotting import axes_grid, color_cycle, save_figure
+from lightkit.search.config import SearchConfig
+from lightkit.search.result import SearchResult
 
-__all__ = ["log_wandb_summary", "plot_metric_vs_params", "plot_stage_narrowing", "trials_table"]
+__all__ = ["log_wandb_summary", "plot_metric_vs_params", "plot_stage_narrowing", "trials_table", "write_outputs"]
 
 
 def _fmt(value: Any) -> str:
@@ -40,19 +47,25 @@ def trials_table(config: SearchConfig, result: SearchResult, limit: int | None =
     return table
 
 
-def _axes_grid(n: int) -> tuple[Any, list[Any]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 4.2 * cols), 3.4 * rows), squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
+def write_outputs(config: SearchConfig, result: SearchResult) -> None:
+    """Write ``trials.csv``, ``summary.json``, the two PNGs and (with ``config.wandb``) the W&B summary run."""
+    run_dir = result.run_dir
+    keys = list(config.space)
+    with open(run_dir / "trials.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["stage", "number", "state", "status", "value", *keys, "epochs", "seconds", "worker"])
+        for r in result.trials:
+            writer.writerow([r["stage"], r["number"], r["state"], r["status"], r["value"],
+                             *[r["params"].get(k) for k in keys], r["epochs"], r["seconds"], r["worker"]])
+    summary = {"study_name": config.study_name, "storage": result.storage, "metric": config.metric,
+               "direction": config.direction, "best_value": result.best_value, "best_params": result.best_params,
+               "best_stage": result.best_stage, "best_config": str(result.best_config) if result.best_config else None,
+               "stages": [asdict(s) for s in result.stages], "seconds": result.seconds}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    plots = [plot_metric_vs_params(config, result, run_dir / "metric_vs_params.png"),
+             plot_stage_narrowing(config, result, run_dir / "stage_narrowing.png")]
+    if config.wandb:
+        log_wandb_summary(config, result, [p for p in plots if p is not None])
 
 
 def plot_metric_vs_params(config: SearchConfig, result: SearchResult, path: Path) -> Path | None:
@@ -61,10 +74,8 @@ def plot_metric_vs_params(config: SearchConfig, result: SearchResult, path: Path
     last reported value)."""
     if not result.trials:
         return None
-    import matplotlib.pyplot as plt
-
-    fig, axes = _axes_grid(len(config.space))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = axes_grid(len(config.space))
+    colors = color_cycle()
     for ax, (key, param) in zip(axes, config.space.items(), strict=True):
         labels = [str(c) for c in param.choices or []]
         for i, stage in enumerate(config.stages):
@@ -97,10 +108,7 @@ def plot_metric_vs_params(config: SearchConfig, result: SearchResult, path: Path
     if axes[0].get_legend_handles_labels()[1]:  # none when every trial diverged
         axes[0].legend(fontsize=8)
     fig.suptitle(f"search {config.study_name}: {config.metric} per trial (o complete, x pruned)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_stage_narrowing(config: SearchConfig, result: SearchResult, path: Path) -> Path | None:
@@ -109,9 +117,7 @@ def plot_stage_narrowing(config: SearchConfig, result: SearchResult, path: Path)
     numeric = [k for k, p in config.space.items() if p.numeric]
     if not numeric or not result.stages:
         return None
-    import matplotlib.pyplot as plt
-
-    fig, axes = _axes_grid(len(numeric))
+    fig, axes = axes_grid(len(numeric))
     n = len(result.stages)
     for ax, key in zip(axes, numeric, strict=True):
         param = config.space[key]
@@ -129,10 +135,7 @@ def plot_stage_narrowing(config: SearchConfig, result: SearchResult, path: Path)
         ax.set_title(key, fontsize=8)
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(f"search {config.study_name}: range per stage (bar), trials (dots), best (star)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def log_wandb_summary(config: SearchConfig, result: SearchResult, plots: list[Path]) -> str | None:
