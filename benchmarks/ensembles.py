@@ -30,7 +30,7 @@ from lightkit.callbacks.swa import SWA  # noqa: E402
 from lightkit.data import DigitsDataModule  # noqa: E402
 from lightkit.functional.ensemble import classification_metrics, member_probs  # noqa: E402
 from lightkit.models.classifier import ImageClassifier  # noqa: E402
-from lightkit.schedulers import Cosine  # noqa: E402
+from lightkit.lr_schedulers import Cosine  # noqa: E402
 
 
 def _fit(seed: int, epochs: int, encoder: str, root: Path, callbacks: list[Callback], final_factor: float | None):

@@ -7,7 +7,7 @@ arm; only the initial encoder, the freezing and the per-group LRs differ. Arms r
 seed so machine load hits all alike. Validation is skipped (no checkpoint selection, no early stopping):
 the test accuracy is that of the final weights.
 
-Arms (``lr`` = --lr, 1e-3 by default; ``OneCycle`` = lightkit.schedulers.OneCycle over the whole fit):
+Arms (``lr`` = --lr, 1e-3 by default; ``OneCycle`` = lightkit.lr_schedulers.OneCycle over the whole fit):
   scratch          pretrained=False, FineTune(no_freeze), uniform lr, OneCycle(pct_start=0.25)
   linear_probe     FineTune(freeze): encoder frozen (BN in eval), head at lr, OneCycle(pct_start=0.25)
   full_finetune    FineTune(no_freeze), uniform lr, OneCycle(pct_start=0.25)
@@ -39,7 +39,7 @@ from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 from lightkit.callbacks.finetune import FineTune, PhaseSchedule  # noqa: E402
 from lightkit.data import DigitsDataModule  # noqa: E402
 from lightkit.models import ImageClassifier  # noqa: E402
-from lightkit.schedulers import OneCycle  # noqa: E402
+from lightkit.lr_schedulers import OneCycle  # noqa: E402
 
 WEIGHTS = str(Path(__file__).resolve().parents[1] / "lightkit/assets/mnist5k_resnet10t.safetensors")
 ARMS = ["scratch", "linear_probe", "full_finetune", "freeze_unfreeze", "gradual"]

@@ -28,7 +28,7 @@ from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from lightkit.data.multitask import DigitsMultiTaskDataModule  # noqa: E402
 from lightkit.models.multitask import MultiTaskClassifier  # noqa: E402
-from lightkit.schedulers import OneCycle  # noqa: E402
+from lightkit.lr_schedulers import OneCycle  # noqa: E402
 
 WEIGHTS = str(Path(__file__).resolve().parents[1] / "lightkit/assets/mnist5k_resnet10t.safetensors")
 MAIN = {"name": "digit", "type": "multiclass", "main": True}

@@ -32,7 +32,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from lightkit.data import DigitsDataModule  # noqa: E402
 from lightkit.models.classifier import ImageClassifier  # noqa: E402
-from lightkit.schedulers import Constant, Cosine, Cyclic, OneCycle, StepDecay  # noqa: E402
+from lightkit.lr_schedulers import Constant, Cosine, Cyclic, OneCycle, StepDecay  # noqa: E402
 
 
 def schedules(steps: int) -> dict[str, partial | None]:

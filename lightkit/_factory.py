@@ -28,6 +28,22 @@ def unbound_parameters(factory: Any) -> set[str]:
     """Constructor parameter names of the factory's target that the factory leaves for the caller."""
     target, bound = factory_target(factory)
     try:
-        return set(inspect.signature(target).parameters) - bound
+        return _parameters(target) - bound
     except (TypeError, ValueError):
         return set()
+
+
+def _parameters(target: Any) -> set[str]:
+    """Named parameters of ``target``; a class's ``**kwargs`` is followed into its bases' ``__init__``, as
+    jsonargparse does for ``super().__init__(..., **kwargs)`` (lightkit's schedulers forward their shared tail so)."""
+    if not inspect.isclass(target):
+        return set(inspect.signature(target).parameters)
+    names: set[str] = set()
+    for cls in target.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names

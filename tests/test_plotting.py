@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightkit import schedulers as L
+from lightkit import lr_schedulers as L
 from lightkit.functional import schedules as S
 from lightkit.plotting import plot_schedule, trace_schedule
 
@@ -71,7 +71,7 @@ def test_cli_factory_gets_total_steps_unless_set() -> None:
     parser = ArgumentParser()
     parser.add_argument("--s", type=LRSchedulerCallable)
     for init, total in (('{"warmup": 0.1}', 40), ('{"warmup": 0.1, "total_steps": 20}', 20)):
-        cfg = parser.parse_args(["--s", '{"class_path": "lightkit.schedulers.Cosine", "init_args": ' + init + "}"])
+        cfg = parser.parse_args(["--s", '{"class_path": "lightkit.lr_schedulers.Cosine", "init_args": ' + init + "}"])
         lrs, _, _ = trace_schedule(parser.instantiate(cfg).s, 40)
         cosine = S.with_warmup(partial(S.cosine, total_steps=total - 0.1 * total), 0.1 * total)
         assert [r[0] for r in lrs] == pytest.approx([cosine(t) for t in range(40)])

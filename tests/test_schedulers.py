@@ -1,4 +1,4 @@
-"""lightkit.schedulers: same oracle as the functional form, per-group ratios, warmup, momentum, resume, errors."""
+"""lightkit.lr_schedulers: same oracle as the functional form, per-group ratios, warmup, momentum, resume, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightkit import schedulers as L
+from lightkit import lr_schedulers as L
 from lightkit.functional import schedules as S
 
 T = 60  # total optimizer steps in these tests
@@ -58,6 +58,13 @@ CASES: dict[str, tuple[type, dict[str, Any], S.Schedule]] = {
     "sgdr": (L.SGDR, {"period": 0.1, "period_mult": 2, "peak_decay": 0.7}, partial(S.sgdr, period=6, period_mult=2, peak_decay=0.7)),
     "cyclic": (L.Cyclic, {"step_size": 7, "mode": "triangular2"}, partial(S.cyclic, step_size=7, mode="triangular2")),
     "one_cycle": (L.OneCycle, {"pct_start": 0.25}, partial(S.one_cycle, total_steps=T, pct_start=0.25)),
+    # warmup 0 -> 1 over 6 steps, cosine to 0.05 over 3 epochs, flat over a fifth of training, then held
+    "phases": (L.Phases, {"phases": [{"duration": 6, "start": 0.0, "end": 1.0, "shape": "linear"},
+                                     {"duration": "3ep", "start": 1.0, "end": 0.05},
+                                     {"duration": 0.2, "start": 0.05, "end": 0.05}]},
+               S.combine([6, 30, 12], [partial(S.anneal, total_steps=6, start=0.0, end=1.0, shape="linear"),
+                                       partial(S.anneal, total_steps=30, start=1.0, end=0.05),
+                                       partial(S.anneal, total_steps=12, start=0.05, end=0.05)])),
 }
 
 
@@ -197,6 +204,12 @@ def test_resume_restores_hyperparameters_from_the_checkpoint() -> None:
         (lambda o: L.Cyclic(o, step_size=4, div_factor=0.5), r"div_factor=0.5 must be > 1"),
         (lambda o: L.ReduceOnPlateau(o, factor=1.0), r"ReduceOnPlateau: factor=1.0 must be in \(0, 1\)"),
         (lambda o: L.ReduceOnPlateau(o, monitor=""), r"monitor is empty"),
+        (lambda o: L.Phases(o, phases=[]), r"Phases: phases is empty"),
+        (lambda o: L.Phases(o, phases=[L.Phase(0)]), r"Phases: phases\[0\].duration=0 is empty"),
+        (lambda o: L.Phases(o, phases=[L.Phase(0.6), L.Phase(0.5)], total_steps=T), r"phases last 66 units but the run has 60"),
+        (lambda o: L.Phases(o, phases=[L.Phase(5), L.Phase(5, shape="step")]), r"phases\[1\]: anneal: shape='step' is not one of"),
+        (lambda o: L.Phases(o, phases=[L.Phase(5, start=0.0, shape="exp")]), r"phases\[0\]: anneal: shape='exp' needs start=0.0"),
+        (lambda o: L.Phases(o, phases=[L.Phase(5, start=-1.0)]), r"start=-1.0 and end=1.0 must be >= 0"),
     ],
 )
 def test_raises(make, match: str) -> None:
@@ -205,6 +218,69 @@ def test_raises(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make(opt)
     assert [g["lr"] for g in opt.param_groups] == lrs and "initial_lr" not in opt.param_groups[0]  # untouched
+
+
+def test_phase_of_the_wrong_kind_raises() -> None:
+    with pytest.raises(TypeError, match=r"phases\[0\]=\{'length': 5\} has unknown keys; use duration, start, end"):
+        L.Phases(_optimizer(), phases=[{"length": 5}])
+    with pytest.raises(TypeError, match=r"phases\[1\]=5 is not a Phase or a dict"):
+        L.Phases(_optimizer(), phases=[L.Phase(5), 5])
+
+
+def test_phases_write_warmup_cosine_and_flat_tail() -> None:
+    """The schedule with_warmup alone could not express: golden values at the phase boundaries."""
+    phases = [L.Phase(0.1, 0.0, 1.0, "linear"), L.Phase(0.7, 1.0, 0.01, "cos"), L.Phase(0.2, 0.01, 0.01)]
+    lrs = [row[0] / 0.1 for row in _run(L.Phases(_optimizer(), phases=phases, total_steps=100), 100)]
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert lrs[45] == pytest.approx(0.505) and lrs[80:] == pytest.approx([0.01] * 20)
+
+
+SCHEDULERS = [getattr(L, n) for n in L.__all__ if isinstance(getattr(L, n), type)
+              and issubclass(getattr(L, n), torch.optim.lr_scheduler.LRScheduler)
+              and getattr(L, n) not in (L.FactorScheduler, L.DecayToFinal)]
+
+
+@pytest.mark.parametrize("cls", SCHEDULERS, ids=lambda c: c.__name__)
+def test_print_config_and_help_list_every_argument(cls: type, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shared tail is declared once (FactorScheduler) and forwarded with **tail: the YAML schema still
+    names every argument, with its type and default."""
+    import inspect
+
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.cli import LRSchedulerCallable
+
+    from lightkit._factory import unbound_parameters
+
+    expected = unbound_parameters(cls) - {"optimizer"}
+    if issubclass(cls, L.FactorScheduler):
+        assert {"warmup", "warmup_start", "interval", "total_steps", "steps_per_epoch"} <= expected
+    required = {"step_size": 4, "milestones": [10], "gamma": 0.5, "period": 10, "phases": [{"duration": 5}]}
+    own = {k: v for k, v in required.items() if k in inspect.signature(cls).parameters
+           and inspect.signature(cls).parameters[k].default is inspect.Parameter.empty}
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--s", type=LRSchedulerCallable)
+    cfg = parser.parse_args(["--s", f"lightkit.lr_schedulers.{cls.__name__}", *[f"--s.{k}={v}" for k, v in own.items()]])
+    dumped = parser.dump(cfg, skip_none=False)
+    import yaml
+
+    assert set(yaml.safe_load(dumped)["s"]["init_args"]) == expected
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--s.help", f"lightkit.lr_schedulers.{cls.__name__}"])
+    help_text = capsys.readouterr().out
+    assert all(f"--s.{name}" in help_text for name in expected), help_text
+
+
+def test_old_import_path_still_loads_configs_and_checkpoints() -> None:
+    import lightkit.schedulers as old
+
+    assert all(getattr(old, name) is getattr(L, name) for name in L.__all__)
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.cli import LRSchedulerCallable
+
+    parser = ArgumentParser()
+    parser.add_argument("--s", type=LRSchedulerCallable)
+    factory = parser.instantiate(parser.parse_args(["--s", '{"class_path": "lightkit.schedulers.Cosine"}'])).s
+    assert isinstance(factory(_optimizer(), total_steps=T), L.Cosine)
 
 
 def test_one_cycle_needs_momentum_or_flag() -> None:
@@ -287,7 +363,7 @@ def test_classifier_passes_total_steps_to_cli_factories() -> None:
 
     parser = ArgumentParser()
     parser.add_argument("--lr_scheduler", type=LRSchedulerCallable)
-    cfg = parser.parse_args(["--lr_scheduler", '{"class_path": "lightkit.schedulers.Cosine", "init_args": {"warmup": 0.1}}'])
+    cfg = parser.parse_args(["--lr_scheduler", '{"class_path": "lightkit.lr_schedulers.Cosine", "init_args": {"warmup": 0.1}}'])
     factory = parser.instantiate(cfg).lr_scheduler
 
     class FakeTrainer:
@@ -304,7 +380,7 @@ def test_yaml_durations_parse_as_intended() -> None:
 
     parser = ArgumentParser()
     parser.add_argument("--s", type=LRSchedulerCallable)
-    init = '{"class_path": "lightkit.schedulers.MultiStep", "init_args": {"milestones": [0.25, "3ep", 45], "warmup": 2}}'
+    init = '{"class_path": "lightkit.lr_schedulers.MultiStep", "init_args": {"milestones": [0.25, "3ep", 45], "warmup": 2}}'
     factory = parser.instantiate(parser.parse_args(["--s", init])).s
     sched = factory(_optimizer(), total_steps=T, steps_per_epoch=SPE)
     assert sched.milestones == [0.25, "3ep", 45] and sched.warmup == 2
@@ -328,6 +404,6 @@ def test_schedule_configs_parse_through_the_cli(path: Path) -> None:
     optimizer = cli.model.optimizer_factory(build_param_groups(cli.model.layer_groups()))
     # what ImageClassifier hands over from the trainer (see lr_scheduler_config)
     scheduler = cli.model.lr_scheduler_factory(optimizer, **({} if "plateau" in path.stem else {"total_steps": 200, "steps_per_epoch": 20}))
-    assert scheduler.__module__ == "lightkit.schedulers"
+    assert scheduler.__module__.startswith("lightkit.lr_schedulers.")
     assert scheduler.interval == ("epoch" if isinstance(scheduler, L.ReduceOnPlateau) else "step")
     assert len({round(lr / g.get("initial_lr", g["lr"]), 12) for lr, g in zip(scheduler.get_last_lr(), optimizer.param_groups, strict=True)}) == 1

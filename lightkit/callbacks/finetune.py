@@ -22,7 +22,7 @@ from lightkit.functional.groups import (
     phase_bounds,
     trainable_groups,
 )
-from lightkit.schedulers import FactorScheduler
+from lightkit.lr_schedulers import FactorScheduler
 
 __all__ = ["FineTune", "PhaseSchedule"]
 
@@ -52,7 +52,7 @@ class FineTune(Callback):
     still stay fixed: no gradient); discriminative LRs refuse them. The callback writes ``initial_lr = b_j``, the
     scheduler's ``base_lrs[j] = b_j`` and ``lr = b_j * s``, with ``s`` the factor of this callback's
     ``schedule`` at the step (rewritten every step), else of the module's
-    :class:`lightkit.schedulers.FactorScheduler` (which keeps multiplying ``base_lrs``), else 1.
+    :class:`lightkit.lr_schedulers.FactorScheduler` (which keeps multiplying ``base_lrs``), else 1.
 
     **BatchNorm.** With ``train_bn=False`` the BN layers of frozen groups are put in eval mode after
     Lightning's ``train()`` (every epoch and batch), so their running statistics do not move. With
@@ -260,7 +260,7 @@ class FineTune(Callback):
         foreign = [type(s).__name__ for s in scheds if not isinstance(s, FactorScheduler)]
         if foreign:
             raise ValueError(f"FineTune: cannot keep per-group LRs under {foreign[0]}, which sets absolute LRs; use "
-                             f"a lightkit.schedulers class (e.g. OneCycle) or FineTune(schedule=[...]).")
+                             f"a lightkit.lr_schedulers class (e.g. OneCycle) or FineTune(schedule=[...]).")
 
     # -- applying a phase -----------------------------------------------------------------------
     def _spec(self, phase: int) -> PhaseSchedule:

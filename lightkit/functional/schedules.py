@@ -16,7 +16,13 @@ compose it with :func:`with_warmup`::
     sched = with_warmup(partial(cosine, total_steps=900), warmup_steps=100)
     lrs = [base_lr * sched(t) for t in range(1000)]
 
-No Lightning import; :mod:`lightkit.schedulers` wraps these as torch ``LRScheduler`` classes.
+Any phases compose with :func:`combine` (fastai's ``combine_scheds``): warmup, cosine, flat tail::
+
+    sched = combine([100, 700, 200], [partial(anneal, total_steps=100, start=0.0, end=1.0, shape="linear"),
+                                      partial(cosine, total_steps=700, final_factor=0.01),
+                                      partial(anneal, total_steps=200, start=0.01, end=0.01)])
+
+No Lightning import; :mod:`lightkit.lr_schedulers` wraps these as torch ``LRScheduler`` classes.
 """
 
 from __future__ import annotations
@@ -29,9 +35,13 @@ from typing import Literal
 
 __all__ = [
     "Anneal",
+    "Combined",
     "CyclicMode",
     "Schedule",
+    "Shape",
     "Warmup",
+    "anneal",
+    "combine",
     "constant",
     "cosine",
     "cyclic",
@@ -49,6 +59,8 @@ __all__ = [
 Schedule = Callable[[float], float]
 """A one-argument schedule: step (>= 0) -> LR multiplier."""
 Anneal = Literal["cos", "linear"]
+Shape = Literal["cos", "linear", "exp"]
+"""The path of :func:`anneal` between its two values (fastai's ``SchedCos``, ``SchedLin``, ``SchedExp``)."""
 CyclicMode = Literal["triangular", "triangular2", "exp_range"]
 
 
@@ -132,8 +144,44 @@ def multistep(step: float, milestones: Sequence[float], gamma: float = 0.1) -> f
     return gamma ** bisect_right(list(milestones), step)
 
 
+def anneal(step: float, total_steps: float, start: float = 1.0, end: float = 0.0, shape: Shape = "cos") -> float:
+    """The one decay shape: from ``start`` at step 0 to ``end`` at ``total_steps``, then hold ``end``.
+
+    ``shape`` is the path: ``cos`` (half cosine, Loshchilov & Hutter 2017), ``linear`` or ``exp``
+    (geometric, both values > 0). ``start == end`` is a flat phase. :func:`linear` and :func:`cosine`
+    are this function from 1 to ``final_factor``; :func:`combine` chains any such phases.
+
+    Args:
+        step: optimizer steps done, >= 0.
+        total_steps: steps of the phase, > 0.
+        start: factor at step 0, >= 0.
+        end: factor from ``total_steps`` on, >= 0.
+        shape: ``cos``, ``linear`` or ``exp``.
+
+    Raises:
+        ValueError: bad ``total_steps``, a negative value, an unknown ``shape``, or ``exp`` with a value of 0.
+    """
+    return _path("anneal", step, total_steps, start, end, shape)
+
+
+def _path(fn: str, step: float, total_steps: float, start: float, end: float, shape: str) -> float:
+    """:func:`anneal`, with errors naming the public function ``fn`` that was called."""
+    _check_step(fn, step)
+    _check_positive(fn, "total_steps", total_steps)
+    if not (start >= 0.0 and end >= 0.0):
+        raise ValueError(f"{fn}: start={start} and end={end} must be >= 0 (LR multipliers).")
+    pct = min(step / total_steps, 1.0)
+    if shape == "exp":
+        if start == 0.0 or end == 0.0:
+            raise ValueError(f"{fn}: shape='exp' needs start={start} and end={end} > 0; use 'linear' or 'cos' to reach 0.")
+        return start * (end / start) ** pct
+    if shape not in ("cos", "linear"):
+        raise ValueError(f"{fn}: shape={shape!r} is not one of 'cos', 'linear', 'exp'.")
+    return _anneal(start, end, pct, shape)  # type: ignore[arg-type]
+
+
 def linear(step: float, total_steps: float, final_factor: float = 0.0) -> float:
-    """Linear decay ``a0 (1 - t / T)`` from 1 to ``final_factor`` over ``total_steps``.
+    """Linear decay ``a0 (1 - t / T)`` from 1 to ``final_factor`` over ``total_steps``: :func:`anneal` with ``shape="linear"``.
 
     Args:
         step: optimizer steps done, >= 0.
@@ -143,10 +191,8 @@ def linear(step: float, total_steps: float, final_factor: float = 0.0) -> float:
     Raises:
         ValueError: bad ``total_steps`` or ``final_factor``.
     """
-    _check_step("linear", step)
-    _check_positive("linear", "total_steps", total_steps)
     _check_unit_interval("linear", "final_factor", final_factor)
-    return 1.0 - (1.0 - final_factor) * min(step / total_steps, 1.0)
+    return _path("linear", step, total_steps, 1.0, final_factor, "linear")
 
 
 def inverse_sqrt(step: float, timescale: float) -> float:
@@ -170,6 +216,8 @@ def inverse_sqrt(step: float, timescale: float) -> float:
 def cosine(step: float, total_steps: float, final_factor: float = 0.0) -> float:
     """Cosine decay ``a0 / 2 (1 + cos(pi t / T))`` (Loshchilov & Hutter 2017, https://arxiv.org/abs/1608.03983).
 
+    :func:`anneal` from 1 to ``final_factor`` with ``shape="cos"``.
+
     Args:
         step: optimizer steps done, >= 0.
         total_steps: steps of the decay T, > 0; the factor holds ``final_factor`` afterwards.
@@ -178,10 +226,8 @@ def cosine(step: float, total_steps: float, final_factor: float = 0.0) -> float:
     Raises:
         ValueError: bad ``total_steps`` or ``final_factor``.
     """
-    _check_step("cosine", step)
-    _check_positive("cosine", "total_steps", total_steps)
     _check_unit_interval("cosine", "final_factor", final_factor)
-    return _anneal(1.0, final_factor, min(step / total_steps, 1.0), "cos")
+    return _path("cosine", step, total_steps, 1.0, final_factor, "cos")
 
 
 def exponential(step: float, gamma: float, every: float = 1.0) -> float:
@@ -423,3 +469,50 @@ def with_warmup(fn: Schedule, warmup_steps: float, start_factor: float = 0.0) ->
         ValueError: negative ``warmup_steps`` or ``start_factor`` outside [0, 1].
     """
     return Warmup(fn, warmup_steps, start_factor)
+
+
+@dataclass(frozen=True)
+class Combined:
+    """Schedules run one after another (fastai's ``combine_scheds``); build it with :func:`combine`.
+
+    Attributes:
+        lengths: steps of each phase, > 0 each.
+        fns: the phases' schedules, each called with the steps since its phase began.
+    """
+
+    lengths: tuple[float, ...]
+    fns: tuple[Schedule, ...]
+
+    def __post_init__(self) -> None:
+        if not self.fns or len(self.lengths) != len(self.fns):
+            raise ValueError(f"combine: {len(self.lengths)} lengths for {len(self.fns)} schedules; give one length "
+                             f"per schedule, at least one.")
+        if not all(length > 0 for length in self.lengths):
+            raise ValueError(f"combine: lengths={list(self.lengths)} must all be > 0 (steps).")
+
+    def __call__(self, step: float) -> float:
+        _check_step("combine", step)
+        start = 0.0
+        for length, fn in zip(self.lengths[:-1], self.fns[:-1], strict=True):
+            if step < start + length:
+                return fn(step - start)
+            start += length
+        return self.fns[-1](step - start)  # the last phase also covers everything after it
+
+
+def combine(lengths: Sequence[float], fns: Sequence[Schedule]) -> Schedule:
+    """Run ``fns[0]`` for ``lengths[0]`` steps, then ``fns[1]`` for ``lengths[1]`` steps, ... (fastai's ``combine_scheds``).
+
+    Each schedule sees the steps since its own phase began, so phases written with :func:`anneal`
+    (``start`` -> ``end`` over the phase) chain into any shape: warmup + cosine + flat tail, a
+    two-stage decay, a cool-down. The last schedule also runs past the end of its phase (it holds its
+    final value when it is an :func:`anneal`). Continuity between phases is the caller's choice.
+
+    Args:
+        lengths: steps of each phase, > 0 each.
+        fns: one one-argument schedule per phase.
+
+    Raises:
+        ValueError: lengths and schedules of different counts, none, or a length <= 0.
+    """
+    return Combined(tuple(float(length) for length in lengths), tuple(fns))

@@ -220,7 +220,7 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         uncertainty_lr: LR of the ``loss_weights`` group (the log-variances); default the optimizer's.
             The log-variances start at 0 and move by about one LR per step, so a short fit at a
             fine-tuning LR leaves them near 0 (equal weights). torch's ``OneCycleLR`` with one ``max_lr``
-            overwrites every group's LR; ``lightkit.schedulers`` classes scale each group's own.
+            overwrites every group's LR; ``lightkit.lr_schedulers`` classes scale each group's own.
         sharing: ``hard`` (one encoder for all tasks) or ``soft`` (one encoder per task, all starting
             from the same weights, pulled together by an L2 penalty).
         soft_sharing_strength: ``lambda`` of the penalty ``lambda * sum_{i<j} ||theta_i - theta_j||^2``

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightkit.callbacks import FineTune, LRRangeTest, LRScaling
 from lightkit.functional.lr_scaling import warmup_factor
-from lightkit.schedulers import Cosine, OneCycle
+from lightkit.lr_schedulers import Cosine, OneCycle
 from tests.helpers.ddp import load_ranks, run_ddp_script
 from tests.helpers.tiny_fit import Crash, assert_states_close, tiny_fit, tiny_model
 

@@ -161,3 +161,38 @@ def test_sgdr_restart_steps_exact_with_period_mult() -> None:
     for restart in (4, 12, 28, 60):
         assert S.sgdr(restart, period=4, period_mult=2) == 1.0
         assert S.sgdr(restart - 1e-9, period=4, period_mult=2) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_linear_and_cosine_are_the_one_anneal_shape() -> None:
+    for t in (0, 3, 7.5, 10, 14):
+        assert S.linear(t, 10, 0.2) == S.anneal(t, 10, 1.0, 0.2, "linear")
+        assert S.cosine(t, 10, 0.2) == S.anneal(t, 10, 1.0, 0.2, "cos")
+    assert S.anneal(5, 10, 0.1, 0.001, "exp") == pytest.approx(0.01)  # geometric midpoint
+    assert S.anneal(5, 10, 0.3, 0.3) == 0.3  # flat phase
+
+
+def test_combine_runs_phases_in_order_and_holds_the_last() -> None:
+    warm = partial(S.anneal, total_steps=4, start=0.0, end=1.0, shape="linear")
+    decay = partial(S.cosine, total_steps=10, final_factor=0.1)
+    tail = partial(S.anneal, total_steps=6, start=0.1, end=0.1)
+    sched = S.combine([4, 10, 6], [warm, decay, tail])
+    got = [sched(t) for t in (0, 2, 4, 9, 14, 19, 100)]
+    assert got == pytest.approx([0.0, 0.5, 1.0, 0.55, 0.1, 0.1, 0.1])
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: S.anneal(1, 0), r"anneal: total_steps=0 must be > 0"),
+        (lambda: S.anneal(1, 5, start=-0.5), r"anneal: start=-0.5 and end=0.0 must be >= 0"),
+        (lambda: S.anneal(1, 5, 1.0, 0.0, "exp"), r"anneal: shape='exp' needs start=1.0 and end=0.0 > 0"),
+        (lambda: S.anneal(1, 5, shape="step"), r"anneal: shape='step' is not one of 'cos', 'linear', 'exp'"),
+        (lambda: S.cosine(1, 0), r"cosine: total_steps=0 must be > 0"),
+        (lambda: S.combine([5], []), r"combine: 1 lengths for 0 schedules"),
+        (lambda: S.combine([5, 0], [S.constant, S.constant]), r"combine: lengths=\[5.0, 0.0\] must all be > 0"),
+        (lambda: S.combine([5], [S.constant])(-1), r"combine: step=-1 must be >= 0"),
+    ],
+)
+def test_anneal_and_combine_raise(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()
