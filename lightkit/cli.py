@@ -29,8 +29,12 @@ from rich.table import Table  # noqa: E402
 
 from lightkit.callbacks.budget import TrainingBudget  # noqa: E402
 from lightkit.callbacks.prediction_writer import PredictionWriter  # noqa: E402
+from lightkit.cli_checks import check_argv, check_ckpt_overrides, check_config_values  # noqa: E402
 from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
+from lightkit.edge import RunFailed, UsageError, run_at_edge  # noqa: E402
 from lightkit.ensemble import EnsembleResult, ensemble_predict  # noqa: E402
+from lightkit.functional.diagnose import TrainingDiverged  # noqa: E402
+from lightkit.runs import place_run, resolve_checkpoint_keyword  # noqa: E402
 
 __all__ = ["LightkitCLI", "main"]
 
@@ -38,7 +42,17 @@ __all__ = ["LightkitCLI", "main"]
 class LightkitCLI(LightningCLI):
     """LightningCLI with the data module's ``num_classes``, ``in_chans`` and ``class_names`` linked
     into the model (one source of truth), an optional test of the best checkpoint after ``fit``, a
-    summary table, and a prediction CSV writer on ``predict``."""
+    summary table, and a prediction CSV writer on ``predict``.
+
+    Parse errors raise jsonargparse's ``ArgumentError`` (no usage dump); :func:`main` at the command
+    line turns them, like every other error, into one line."""
+
+    def __init__(self, *args: Any, parser_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        parser_kwargs = dict(parser_kwargs or {})
+        parser_kwargs.setdefault("exit_on_error", False)
+        self.run_dir: Path | None = None
+        self._argv: list[str] = []
+        super().__init__(*args, parser_kwargs=parser_kwargs, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -57,6 +71,12 @@ class LightkitCLI(LightningCLI):
             help="After fit, also write the summary table (test metrics, steps, baseline, verdicts) to this JSON file.",
         )
         parser.add_argument(
+            "--run_dir", type=str | None, default=None,
+            help="Folder for every output of this command (logs, checkpoints, config.yaml, plots, predictions). "
+                 "'auto' (the default from the command line): a new runs/<config name>/version_<N>, or the folder of "
+                 "the checkpoint a fit resumes from; null: as the config's loggers and trainer say.",
+        )
+        parser.add_argument(
             "--ensemble_ckpts", type=list[str] | None, default=None,
             help="predict / test: average the softmax of these checkpoints (independent runs or snapshots), "
                  "loaded one at a time; prints each member and the ensemble, writes a CSV in the log dir.",
@@ -69,6 +89,9 @@ class LightkitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         _resolve_pretrained_path(cfg)
+        check_config_values(cfg)
+        _drop_lr_monitor_without_logger(cfg)
+        self.run_dir = place_run(cfg, self.subcommand) if cfg.get("run_dir") else None
 
     # -- fit ---------------------------------------------------------------------------------
     def before_fit(self) -> None:
@@ -79,15 +102,57 @@ class LightkitCLI(LightningCLI):
             self.trainer.callbacks.append(RegularizationSummary())  # one log line: which regularizers are on
         if not any(isinstance(cb, TrainingBudget) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(TrainingBudget())  # counts the steps; warns when far too few
+        self._track_config()
+
+    def _track_config(self) -> None:
+        """The whole resolved config, flat (``optimizer.lr``, ``trainer.max_epochs`` ...), into each W&B
+        run's config, and the YAML into the run's files (uploaded with it)."""
+        loggers = [lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or not self.trainer.is_global_zero:
+            return
+        from importlib.metadata import PackageNotFoundError, version
+
+        from lightkit.loggers import flat_config
+
+        try:
+            lightkit_version = version("lightkit")
+        except PackageNotFoundError:
+            lightkit_version = "unknown"
+        cfg = self.config[self.subcommand]
+        flat = flat_config(cfg.clone().as_dict(), lightkit_version)
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in loggers:
+            run = logger.experiment
+            if not hasattr(run, "config"):  # disabled W&B gives a dummy run
+                continue
+            run.config.update(flat, allow_val_change=True)
+            if getattr(run, "dir", None):
+                Path(run.dir, "lightkit_config.yaml").write_text(text)
+
+    def fit(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> None:
+        """``trainer.fit``; a :class:`TrainingDiverged` from ``Diagnose`` is kept for :meth:`after_fit`."""
+        self._diverged: TrainingDiverged | None = None
+        try:
+            self.trainer.fit(model, datamodule=datamodule, **kwargs)
+        except TrainingDiverged as err:
+            self._diverged = err
 
     def after_fit(self) -> None:
         fit_seconds = time.perf_counter() - self._t0
         cfg = self.config[self.subcommand]
         trainer = self.trainer
-        if trainer.interrupted:
+        diverged = getattr(self, "_diverged", None)
+        if trainer.interrupted and diverged is None:
             return
         results: dict[str, float] = {}
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if diverged is not None:
+            # No checkpoint is written after the divergence: the best one saved is from good weights.
+            if not ckpt or not Path(ckpt).is_file():
+                raise RunFailed(f"the run diverged at step {diverged.step} before any checkpoint was saved: nothing "
+                                f"to test or resume; {_fix_of(diverged)}")
+            self._diverged_note = (f"diverged at step {diverged.step}: stopped there; tested the last good "
+                                   f"checkpoint ({Path(ckpt).name}); {_fix_of(diverged)}")
         if cfg.get("test_after_fit", True) and self.datamodule is not None and _has_test(self.datamodule):
             out = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
@@ -95,6 +160,8 @@ class LightkitCLI(LightningCLI):
         counts = self.model.prediction_counts("test") if results and hasattr(self.model, "prediction_counts") else None
         if trainer.is_global_zero:
             extra = _after_fit_checks(trainer, self.datamodule, results, counts, bool(cfg.get("pixel_baseline")))
+            if diverged is not None:
+                extra["verdicts"].insert(0, self._diverged_note)
             summary = _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt, log_dir, extra)
             if cfg.get("summary_json"):
                 path = Path(cfg["summary_json"])
@@ -105,14 +172,40 @@ class LightkitCLI(LightningCLI):
     # -- checkpoints -------------------------------------------------------------------------
     def _parse_ckpt_path(self) -> None:
         """Lightning re-parses the model from ``--ckpt_path``'s hyperparameters. A checkpoint saved
-        outside a subclass-mode CLI has no ``_class_path``; the config's model then stands as given."""
-        if self.config.get("subcommand"):
-            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-            if ckpt_path and Path(ckpt_path).is_file():
+        outside a subclass-mode CLI has no ``_class_path``; the config's model then stands as given.
+        ``last`` / ``best`` are first resolved to the newest run's file (with ``--run_dir``); a file that
+        is no Lightning checkpoint, or a ``--model...`` value the checkpoint replaces, is refused."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        if cfg.get("run_dir"):
+            resolve_checkpoint_keyword(cfg)
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            try:
                 hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters", {})
-                if "_class_path" not in hparams:
-                    return
+            except Exception as err:  # noqa: BLE001 - safetensors, pickle, zip: all mean "not a checkpoint"
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise UsageError(
+                    f"ckpt_path={ckpt_path} is not a Lightning checkpoint ({type(err).__name__}: {reason[:120]}); give "
+                    f"a .ckpt written by fit (runs/<name>/version_N/checkpoints/), or pass a weights file as "
+                    f"model.init_args.pretrained."
+                ) from None
+            if "_class_path" not in hparams:
+                return
+        elif ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            raise UsageError(f"ckpt_path={ckpt_path}: no such file (working directory {Path.cwd()}); give a .ckpt "
+                             f"written by fit, or `last` / `best` for the newest run's.")
+        before = dict(cfg.model.get("init_args") or {}) if hasattr(cfg.get("model"), "get") else {}
         super()._parse_ckpt_path()
+        if subcommand != "fit" and before:
+            after = dict(self.config[subcommand].model.get("init_args") or {})
+            check_ckpt_overrides(self._argv, before, after, str(ckpt_path))
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._argv = list(args) if isinstance(args, list | tuple) else sys.argv[1:]
+        super().parse_arguments(parser, args)
 
     # -- predict / test ----------------------------------------------------------------------
     def before_predict(self) -> None:
@@ -156,11 +249,45 @@ class LightkitCLI(LightningCLI):
 
 
 
+def _fix_of(err: TrainingDiverged) -> str:
+    """The fix part of Diagnose's divergence message (after "The LR is likely ...", or its last sentence)."""
+    text = str(err)
+    for marker in ("The LR is likely", "Lower ", "lower "):
+        if marker in text:
+            return text[text.index(marker):]
+    return text.rsplit(". ", 1)[-1]
+
+
+def _drop_lr_monitor_without_logger(cfg: Any) -> None:
+    """``--trainer.logger false`` on a config with a ``LearningRateMonitor``: Lightning refuses the pair;
+    the monitor has nothing to write to, so it is left out, with one line."""
+    trainer = cfg.get("trainer")
+    callbacks = trainer.get("callbacks") if trainer is not None else None
+    if trainer is None or trainer.get("logger") is not False or not isinstance(callbacks, list):
+        return
+    kept = [c for c in callbacks if not str(getattr(c, "class_path", "")).endswith("LearningRateMonitor")]
+    if len(kept) != len(callbacks):
+        from lightning.pytorch.utilities import rank_zero_info
+
+        trainer["callbacks"] = kept
+        rank_zero_info("lightkit: trainer.logger=false: LearningRateMonitor left out (it needs a logger).")
+
+
 def _finish_wandb(trainer: Trainer) -> None:
     """Close the W&B run so its offline files are complete (and `wandb sync`-able) when fit returns."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001 - no public "is started"
             logger.experiment.finish()
+
+
+def _checkpoint_files(trainer: Trainer) -> list[str]:
+    """The checkpoint files that exist in the checkpoint callbacks' folders, newest last."""
+    found: list[Path] = []
+    for callback in trainer.checkpoint_callbacks:
+        folder = getattr(callback, "dirpath", None)
+        if folder and Path(folder).is_dir():
+            found += [p for p in Path(folder).glob("*.ckpt") if p not in found]
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime)]
 
 
 def _has_test(datamodule: LightningDataModule) -> bool:
@@ -246,24 +373,51 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
     table.add_row("epochs / optimizer steps", f"{trainer.current_epoch} / {trainer.global_step}")
     table.add_row("fit time", f"{fit_s:.1f} s")
     table.add_row("total time (fit + test)", f"{total_s:.1f} s")
-    table.add_row("checkpoint", ckpt or "(none saved)")
+    table.add_row("checkpoint tested", ckpt or "(none saved: the last weights)")
+    files = _checkpoint_files(trainer)
+    if files:
+        table.add_row("checkpoint files", "\n".join(files))
     wandb_dir = _wandb_dir(trainer)
     if wandb_dir:
         table.add_row("W&B run", wandb_dir)
     if log_dir:
-        table.add_row("log dir", str(log_dir))
+        table.add_row("run folder", str(log_dir))
     for line in extra.get("verdicts", []):
         table.add_row("[bold]note[/bold]", line)
     Console(width=120).print(table)
     summary.update({"epochs": trainer.current_epoch, "steps": trainer.global_step, "fit_seconds": fit_s,
                     "checkpoint": ckpt or None, "log_dir": str(log_dir) if log_dir else None,
+                    "checkpoint_files": _checkpoint_files(trainer),
                     "verdicts": list(extra.get("verdicts", []))})
     return summary
 
 
-def main(args: list[str] | None = None, run: bool = True) -> LightkitCLI | None:
-    """Entry point of ``lightkit`` and ``cli.py``: lightkit's own commands, else LightningCLI's."""
+def main(args: list[str] | None = None, run: bool = True, edge: bool | None = None) -> LightkitCLI | None:
+    """Entry point of ``lightkit`` and ``cli.py``: lightkit's own commands, else LightningCLI's.
+
+    Args:
+        args: the command line without the program name; None: ``sys.argv[1:]``.
+        run: run the subcommand (False: parse and instantiate only, no subcommands).
+        edge: behave as the command line: every error becomes one ``error:`` line on stderr and an
+            exit code (:mod:`lightkit.edge`), the start-up noise is silenced, and each command writes
+            into its own run folder (``--run_dir auto``). Default: True when ``args`` is None.
+    """
     argv = sys.argv[1:] if args is None else list(args)
+    edge = args is None if edge is None else edge
+    if not edge:
+        return _main(argv, run)
+
+    def command() -> LightkitCLI | None:
+        if run:
+            check_argv(argv)
+        wants_dir = run and not any(a == "--run_dir" or a.startswith("--run_dir=") for a in argv)
+        auto = ["--run_dir=auto"] if wants_dir and argv and argv[0] not in ("search", "export") else []
+        return _main([*argv, *auto], run)
+
+    return run_at_edge(command)
+
+
+def _main(argv: list[str], run: bool) -> LightkitCLI | None:
     if argv and argv[0] in COMMANDS:
         code = command_module(argv[0]).run(argv[1:])
         if code:

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightkit.models.encoder import hub_reachable
 
-__all__ = ["WandbLogger"]
+__all__ = ["WandbLogger", "flat_config"]
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -36,6 +36,8 @@ class WandbLogger(_LightningWandbLogger):
         group: W&B run group.
         tags: W&B run tags.
         probe_timeout: seconds to wait for the W&B server before going offline.
+        id: W&B run id to write into (``resume="allow"``: continues that run); the lightkit CLI sets it when
+            a fit resumes from a checkpoint of a run folder that holds a W&B run.
         reuse_active_run: when a W&B run is already open in this process (``wandb.init()`` called by
             you, or a run an earlier fit left open), log into it (Lightning's behaviour, default); with
             False the open run is finished, with a warning, and this logger writes a run of its own (what
@@ -53,6 +55,7 @@ class WandbLogger(_LightningWandbLogger):
         tags: list[str] | None = None,
         probe_timeout: float = 3.0,
         reuse_active_run: bool = True,
+        id: str | None = None,  # noqa: A002 - W&B's and Lightning's name for it
     ) -> None:
         mode_env = os.environ.get("WANDB_MODE", "").lower()
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -70,8 +73,10 @@ class WandbLogger(_LightningWandbLogger):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             project=project, name=name, save_dir=save_dir, offline=offline, log_model=log_model,
-            group=group, tags=tags, **extra,
+            group=group, tags=tags, id=id, **extra,
         )
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)  # W&B warns that the setting has no effect
         self._reuse_active_run = reuse_active_run
 
     @property
@@ -87,3 +92,51 @@ class WandbLogger(_LightningWandbLogger):
                                f"that this logger writes a run of its own ({self._wandb_init.get('name')!r}).")
                 active.finish()
         return _LightningWandbLogger.experiment.fget(self)
+
+
+def flat_config(config: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    """A resolved LightningCLI config as flat ``a.b.c`` keys, so W&B runs compare by ``optimizer.lr``.
+
+    ``class_path`` becomes the value of its key (``optimizer: torch.optim.AdamW``) and ``init_args``
+    disappears from the keys; the model's optimizer and scheduler are lifted to the top
+    (``optimizer.lr``, ``lr_scheduler.max_lr``), callbacks are keyed by class name
+    (``callbacks.ModelCheckpoint.monitor``), loggers are left out; ``lightkit_version`` is added.
+    """
+    flat: dict[str, Any] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and "class_path" in value:
+            flat[prefix] = value["class_path"]
+            for key, item in (value.get("init_args") or {}).items():
+                put(f"{prefix}.{key}", item)
+            for key, item in (value.get("dict_kwargs") or {}).items():
+                put(f"{prefix}.{key}", item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                put(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) and "class_path" in v for v in value):
+            for item in value:
+                put(f"{prefix}.{str(item['class_path']).rsplit('.', 1)[-1]}", item)
+        else:
+            flat[prefix] = value if isinstance(value, int | float | str | bool) or value is None else str(value)
+
+    config = dict(config)
+    config.pop("config", None)
+    model = dict(config.get("model") or {})
+    init = dict(model.get("init_args") or {})
+    for part in ("optimizer", "lr_scheduler"):
+        if part in init:
+            put(part, init.pop(part))
+    if model:
+        model["init_args"] = init
+        put("model", model)
+    trainer = dict(config.get("trainer") or {})
+    trainer.pop("logger", None)
+    put("callbacks", trainer.pop("callbacks", None) or {})
+    put("trainer", trainer)
+    for key, value in config.items():
+        if key not in ("model", "trainer"):
+            put(key, value)
+    if version is not None:
+        flat["lightkit_version"] = version
+    return flat

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lightkit.functional.diagnose import LR_KEY, name_list
+
 __all__ = [
     "CHECKS",
     "LR_KEY",
@@ -43,7 +45,6 @@ __all__ = [
 
 CheckName = Literal["initial_loss", "gradients", "overfit", "lr"]
 CHECKS: tuple[CheckName, ...] = ("initial_loss", "gradients", "overfit", "lr")
-LR_KEY = "model.init_args.optimizer.init_args.lr"
 WD_KEY = "model.init_args.optimizer.init_args.weight_decay"
 Batch = tuple[Tensor, Tensor]
 OptimizerFactory = Callable[[list[dict[str, Any]]], Optimizer]
@@ -191,10 +192,6 @@ def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
             yield batch
         if empty:
             raise ValueError("sanity: the batches are empty; the train split has no images.")
-
-
-def _names(items: Sequence[str], limit: int = 4) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _disable_regularization(model: nn.Module) -> None:
@@ -383,12 +380,12 @@ def gradient_check(model: nn.Module, batch: Batch, seed: int = 0, device: torch.
     measured = {"trainable": len(params), "no_gradient": still, "zero_init": woken, "nonfinite": nonfinite}
     if nonfinite:
         return CheckResult("gradients", False, f"{len(nonfinite)} of {len(params)} trainable parameters get NaN/Inf "
-                           f"gradients ({_names(nonfinite)})", measured,
+                           f"gradients ({name_list(nonfinite)})", measured,
                            "check the init (`model.init_args.head_init`) and the input normalisation "
                            "(`data.init_args.mean` / `data.init_args.std`)")
     if still:
         return CheckResult("gradients", False, f"{len(still)} of {len(params)} trainable parameters get no gradient "
-                           f"({_names(still)})", measured,
+                           f"({name_list(still)})", measured,
                            "they do not reach the loss: fix the forward pass (a .detach(), an unused module, units "
                            "dead for the whole batch) or freeze them on purpose (requires_grad=False)")
     extra = f" ({len(woken)} zero-initialised, reached after one step)" if woken else ""

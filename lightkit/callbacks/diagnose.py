@@ -16,7 +16,22 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightkit.callbacks._monitor import paused, step_loss
+from lightkit.functional.diagnose import (
+    GENERIC_TERMS,
+    LIGHTKIT_TERMS,
+    LR_KEY,
+    DiagnosisKind,
+    TrainingDiverged,
+    dead_layers,
+    exploding_loss,
+    gradient_verdict,
+    message,
+    missing_gradients,
+    name_list,
+    saturated_layers,
+)
 from lightkit.functional.stats import (
+    ACTIVATION_STATS,
     ActivationRecorder,
     grad_norms,
     loss_noise,
@@ -26,14 +41,8 @@ from lightkit.functional.stats import (
     to_host,
 )
 
-__all__ = ["Diagnose", "DiagnosisKind", "Finding"]
+__all__ = ["LR_KEY", "Diagnose", "DiagnosisKind", "Finding", "TrainingDiverged"]
 
-DiagnosisKind = Literal[
-    "nonfinite_loss", "exploding_gradients", "vanishing_gradients", "no_gradient", "dead_layer",
-    "saturated_layer", "overfitting", "noisy_loss", "loss_not_decreasing",
-]
-
-LR_KEY = "model.init_args.optimizer.init_args.lr"
 _INITIAL_STEPS = 10  # the "initial loss" is the mean of the first 10 finite step losses
 
 
@@ -47,25 +56,39 @@ class Finding:
     layers: list[str] = field(default_factory=list)
 
 
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _names(items: list[str], limit: int = 4) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+def _finite_weights(module: torch.nn.Module) -> bool:
+    """All floating-point parameters finite (one host sync)."""
+    flags = [p.detach().isfinite().all() for p in module.parameters() if p.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _saved_at(path: str) -> int | None:
+    """The optimizer step a Lightning checkpoint was saved at (for names without ``step=N``, e.g. last.ckpt)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", -1))
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not the one looked for
+        return None
 
 
 class Diagnose(Callback):
     """Watches a run the way CS231n's "babysitting the learning process" does and says what to change.
 
-    Each diagnosis is one ``rank_zero_warn`` line naming the YAML key to change, is appended to
+    Each diagnosis is one ``rank_zero_warn`` line naming the YAML key to change (for a LightningModule
+    outside lightkit, the setting in words: :data:`lightkit.functional.diagnose.GENERIC_TERMS`), is appended to
     :attr:`findings`, and repeats at most once per ``warn_every_n_steps`` optimizer steps:
 
-    - ``nonfinite_loss``: the training loss is NaN/Inf. Training stops (``trainer.should_stop``) and
-      the warning names the last checkpoint saved before it (Lightning's ``step=N`` file names are
-      matched). Lightning still runs the validation of the stopped epoch and its ``ModelCheckpoint``
-      may save the diverged weights; that checkpoint gets a second warning.
+    - ``nonfinite_loss`` / ``exploding_loss`` / ``nonfinite_val_loss``: the training loss is NaN/Inf,
+      or above ``explode_factor`` times its initial value, or the validation loss is NaN/Inf: the run
+      diverged. The warning names the last checkpoint saved before it (Lightning's ``step=N`` file
+      names are matched). With ``on_divergence: raise`` (default) :class:`TrainingDiverged` stops the
+      fit at that step, so no checkpoint is written from the diverged weights (the lightkit CLI then
+      tests the last good checkpoint, or exits non-zero when there is none); ``stop`` sets
+      ``trainer.should_stop`` (Lightning still validates the stopped epoch and its ``ModelCheckpoint``
+      may save the diverged weights: that checkpoint gets a second warning); ``warn`` only warns.
     - ``exploding_gradients`` / ``vanishing_gradients``: the global gradient norm (before clipping)
       is above ``max_grad_norm`` or non-finite / below ``min_grad_norm`` while the loss is still above
       10 % of its initial value (tiny gradients at convergence are fine).
@@ -90,7 +113,10 @@ class Diagnose(Callback):
 
     Args:
         every_n_steps: interval of the gradient, activation and loss-shape checks, in optimizer steps.
-        stop_on_nonfinite: stop training when the loss becomes NaN/Inf (otherwise only warn).
+        on_divergence: what a diverged run does: ``raise`` :class:`TrainingDiverged` at that step (no checkpoint
+            from diverged weights), ``stop`` at the end of the step (Lightning may still checkpoint), or ``warn``.
+        explode_factor: a training loss above this many times the mean of the first 10 counts as diverged
+            (> 1; null: only NaN/Inf).
         max_grad_norm: global gradient L2 norm above which gradients are exploding.
         min_grad_norm: global gradient L2 norm below which gradients are vanishing.
         dead_fraction: fraction of dead units, in (0, 1], that makes a layer dead.
@@ -112,7 +138,8 @@ class Diagnose(Callback):
     def __init__(
         self,
         every_n_steps: int = 50,
-        stop_on_nonfinite: bool = True,
+        on_divergence: Literal["raise", "stop", "warn"] = "raise",
+        explode_factor: float | None = 100.0,
         max_grad_norm: float = 1000.0,
         min_grad_norm: float = 1e-7,
         dead_fraction: float = 0.9,
@@ -138,6 +165,10 @@ class Diagnose(Callback):
         for name, value in (("dead_fraction", dead_fraction), ("saturated_fraction", saturated_fraction)):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"Diagnose: {name}={value} must be a fraction in (0, 1]; 0.9 is the default.")
+        if on_divergence not in ("raise", "stop", "warn"):
+            raise ValueError(f"Diagnose: on_divergence={on_divergence!r}; choose raise, stop or warn.")
+        if explode_factor is not None and not explode_factor > 1.0:
+            raise ValueError(f"Diagnose: explode_factor={explode_factor} must be > 1 (100 is the default), or null.")
         if window < 3:
             raise ValueError(f"Diagnose: window={window} must be >= 3 step losses; 50 is the default.")
         if noise_cv <= 0:
@@ -152,7 +183,9 @@ class Diagnose(Callback):
             except re.error as err:
                 raise ValueError(f"Diagnose: layers={layers!r} is not a valid regex ({err}); use 'activations' or fix it.") from None
         self.every_n_steps = every_n_steps
-        self.stop_on_nonfinite = stop_on_nonfinite
+        self.on_divergence = on_divergence
+        self.explode_factor = explode_factor
+        self._terms: dict[str, str] = LIGHTKIT_TERMS
         self.max_grad_norm = max_grad_norm
         self.min_grad_norm = min_grad_norm
         self.dead_fraction = dead_fraction
@@ -184,6 +217,7 @@ class Diagnose(Callback):
         self.eval_val: list[float] = []
         self.nonfinite_step: int | None = None
         self.nonfinite_value: str | None = None  # "nan" / "inf" / "-inf": a string so states compare equal
+        self.divergence: str = "nonfinite_loss"  # which kind of divergence nonfinite_step records
         self.checkpoint_steps: list[int] = []
         self.last_checked = -1
         self._pending: list[tuple[int, Tensor]] = []
@@ -194,6 +228,8 @@ class Diagnose(Callback):
         if stage != "fit":
             return
         self._reset()  # a new fit starts afresh; load_state_dict (after setup) restores a resumed one
+        # lightkit's models are configured by YAML keys; any other module by its own code.
+        self._terms = LIGHTKIT_TERMS if type(pl_module).__module__.startswith("lightkit.") else GENERIC_TERMS
         modules = select_modules(pl_module, self.layers)
         if not modules and self.layers != "activations":
             raise ValueError(
@@ -257,6 +293,11 @@ class Diagnose(Callback):
             return
         self._flush(trainer, keep_last=False)
         value = trainer.callback_metrics.get(self.val_loss)
+        if value is not None and self.nonfinite_step is None and not math.isfinite(float(value)):
+            self.nonfinite_step, self.nonfinite_value = trainer.global_step, str(float(value))
+            self.divergence = "nonfinite_val_loss"
+            self._on_nonfinite(trainer)
+            return
         if value is None or self.since_eval[1] == 0 or self.nonfinite_step is not None:
             return
         self.eval_train.append(self.since_eval[0] / self.since_eval[1])
@@ -264,15 +305,10 @@ class Diagnose(Callback):
         self.since_eval = [0.0, 0]
         if overfitting(self.eval_train, self.eval_val, self.overfit_patience):
             best = min(range(len(self.eval_val)), key=lambda i: self.eval_val[i] if math.isfinite(self.eval_val[i]) else math.inf)
-            self._warn(
-                "overfitting", trainer.global_step,
-                f"Diagnose: validation loss has stayed above its best {self.eval_val[best]:.4g} for "
-                f"{len(self.eval_val) - 1 - best} evaluations (now {self.eval_val[-1]:.4g}) while training loss fell "
-                f"({self.eval_train[best]:.4g} -> {self.eval_train[-1]:.4g}): overfitting. Regularise "
-                f"(`model.init_args.dropout`, `model.init_args.optimizer.init_args.weight_decay`, "
-                f"`model.init_args.label_smoothing`, augmentation) or stop early (EarlyStopping on {self.val_loss}, "
-                f"fewer `trainer.max_epochs`) and keep the best checkpoint.",
-            )
+            self._warn("overfitting", trainer.global_step, message(
+                "overfitting", self._terms, best=self.eval_val[best], since=len(self.eval_val) - 1 - best,
+                now=self.eval_val[-1], train_then=self.eval_train[best], train_now=self.eval_train[-1], key=self.val_loss,
+            ))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer, keep_last=False)
@@ -286,6 +322,11 @@ class Diagnose(Callback):
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         self._flush(trainer, keep_last=False)
+        if self.nonfinite_step is None and self.on_divergence != "warn" and not _finite_weights(pl_module):
+            # The loss of these weights is only seen a step later; NaN/Inf weights are diverged already.
+            self._record(trainer.global_step, float("nan"))
+            self.nonfinite_value = "non-finite weights"
+            self._on_nonfinite(trainer)
         if self.nonfinite_step is None:
             self.checkpoint_steps.append(trainer.global_step)
         elif not self._warned_bad_checkpoint:
@@ -317,8 +358,9 @@ class Diagnose(Callback):
     def _record(self, step: int, value: float) -> None:
         if self.nonfinite_step is not None:
             return
-        if not math.isfinite(value):
-            self.nonfinite_step, self.nonfinite_value = step, str(value)
+        if not math.isfinite(value) or exploding_loss(value, self.initial, self.explode_factor, _INITIAL_STEPS):
+            kind = "nonfinite_loss" if not math.isfinite(value) else "exploding_loss"
+            self.nonfinite_step, self.nonfinite_value, self.divergence = step, str(value) if kind == "nonfinite_loss" else f"{value:.4g}", kind
             return
         if len(self.initial) < _INITIAL_STEPS:
             self.initial.append(value)
@@ -329,22 +371,28 @@ class Diagnose(Callback):
     def _on_nonfinite(self, trainer: Trainer) -> None:
         if self.nonfinite_step is None:  # another rank saw it
             self.nonfinite_step = trainer.global_step
-        if self.stop_on_nonfinite:
-            trainer.should_stop = True
-        action = "stopping training" if self.stop_on_nonfinite else "continuing (stop_on_nonfinite=False)"
+        action = {"raise": "stopping the run now", "stop": "stopping training",
+                  "warn": "continuing (on_divergence=warn)"}[self.on_divergence]
         value = self.nonfinite_value or "non-finite on another rank"
-        self._warn(
-            "nonfinite_loss", self.nonfinite_step,
-            f"Diagnose: training loss is {value} at step {self.nonfinite_step}; {action}. Last good "
-            f"checkpoint: {self._last_good(trainer)}; those from step {self.nonfinite_step} on hold diverged weights. The LR is likely too high or the init broken: lower `{LR_KEY}` "
-            f"(e.g. 10x), clip with `trainer.gradient_clip_val: 1.0`, or check the init (`model.init_args.head_init`).",
-        )
+        path, step = self._last_good_path(trainer)
+        last_good = self._describe_last_good(path, step)
+        start = _mean(self.initial)
+        text = message(self.divergence, self._terms, value=value, step=self.nonfinite_step, action=action,
+                       last_good=last_good, key=self.val_loss, initial=start,
+                       factor=(float(value) / start) if self.divergence == "exploding_loss" and start else 0.0)
+        self._warn(self.divergence, self.nonfinite_step, text)  # type: ignore[arg-type]
+        if self.on_divergence == "stop":
+            trainer.should_stop = True
+        elif self.on_divergence == "raise":
+            raise TrainingDiverged(text, self.nonfinite_step, path)
 
-    def _last_good(self, trainer: Trainer) -> str:
+    def _last_good_path(self, trainer: Trainer) -> tuple[str | None, int | None]:
+        """The newest checkpoint file saved before the divergence, and its step (the step alone when its
+        file is not found among the checkpoint callbacks' files)."""
         bad = self.nonfinite_step if self.nonfinite_step is not None else trainer.global_step
         good = [s for s in self.checkpoint_steps if s < bad]
         if not good:
-            return "none was saved before it (fix the run and start again)"
+            return None, None
         step = max(good)
         pattern = re.compile(rf"step={step}(?!\d)")
         for callback in trainer.checkpoint_callbacks:  # read-only look at public attributes
@@ -354,87 +402,65 @@ class Diagnose(Callback):
             if folder and os.path.isdir(folder):
                 paths += sorted(os.path.join(folder, name) for name in os.listdir(folder))
             for path in paths:
-                if path and pattern.search(os.path.basename(str(path))) and os.path.exists(path):
-                    return f"{path} (step {step})"
-        return f"the one saved at step {step}"
+                if path and os.path.exists(path) and (pattern.search(os.path.basename(str(path)))
+                                                      or _saved_at(str(path)) == step):
+                    return str(path), step
+        return None, step
+
+    @staticmethod
+    def _describe_last_good(path: str | None, step: int | None) -> str:
+        if step is None:
+            return "none was saved before it (fix the run and start again)"
+        return f"{path} (step {step})" if path else f"the one saved at step {step}"
+
+    def _last_good(self, trainer: Trainer) -> str:
+        return self._describe_last_good(*self._last_good_path(trainer))
 
     # -- periodic checks ---------------------------------------------------------------------
     def _check(self, trainer: Trainer, pl_module: LightningModule, act_names: list[str], host: list[list[float]]) -> None:
         step = self._batch_step
         start, now = _mean(self.initial), _mean(list(self.recent))
+        terms = self._terms
         if act_names and self._recorder is not None:
             rows = host.pop(0)
             width = len(rows) // len(act_names)
-            dead, saturated = [], []
-            for i, name in enumerate(act_names):
-                values = rows[i * width:(i + 1) * width]
-                if values[3] >= self.dead_fraction:
-                    dead.append(f"{name} {values[3]:.0%}")
-                if self._recorder.kinds[name] in ("tanh", "sigmoid") and values[4] >= self.saturated_fraction:
-                    saturated.append(f"{name} {values[4]:.0%}")
+            stats = {name: dict(zip(ACTIVATION_STATS, rows[i * width:(i + 1) * width], strict=False))
+                     for i, name in enumerate(act_names)}
+            dead = dead_layers(stats, self.dead_fraction)
+            saturated = saturated_layers(stats, self._recorder.kinds, self.saturated_fraction)
             if dead:
-                self._warn(
-                    "dead_layer", step,
-                    f"Diagnose: {len(dead)} layer(s) with >= {self.dead_fraction:.0%} dead units at step {step} "
-                    f"({_names(dead)}): they output 0 for the whole batch and pass no gradient. Usually a too high LR "
-                    f"knocked them out: lower `{LR_KEY}`; or check the init (`model.init_args.head_init: kaiming`) or "
-                    f"use `model.init_args.activation: leaky_relu`.",
-                    [d.rsplit(" ", 1)[0] for d in dead],
-                )
+                self._warn("dead_layer", step, message("dead_layer", terms, count=len(dead), fraction=self.dead_fraction,
+                                                       step=step, layers=name_list(dead)),
+                           [d.rsplit(" ", 1)[0] for d in dead])
             if saturated:
-                self._warn(
-                    "saturated_layer", step,
-                    f"Diagnose: {len(saturated)} tanh/sigmoid layer(s) with >= {self.saturated_fraction:.0%} saturated "
-                    f"outputs at step {step} ({_names(saturated)}): their local gradient is ~0. Scale the init down "
-                    f"(`model.init_args.head_init: xavier`), normalise the inputs, lower `{LR_KEY}`, or use "
-                    f"`model.init_args.activation: relu`.",
-                    [s.rsplit(" ", 1)[0] for s in saturated],
-                )
+                self._warn("saturated_layer", step,
+                           message("saturated_layer", terms, count=len(saturated), fraction=self.saturated_fraction,
+                                   step=step, layers=name_list(saturated)),
+                           [d.rsplit(" ", 1)[0] for d in saturated])
         if host:
             norms = host.pop(0)
-            total = math.sqrt(sum(v * v for v in norms))
-            if not math.isfinite(total) or total > self.max_grad_norm:
-                self._warn(
-                    "exploding_gradients", step,
-                    f"Diagnose: global gradient norm {total:.3g} at step {step} is above max_grad_norm="
-                    f"{self.max_grad_norm:g}: exploding gradients. Lower `{LR_KEY}` or clip with "
-                    f"`trainer.gradient_clip_val: 1.0`.",
-                )
-            elif total < self.min_grad_norm and math.isfinite(now) and now >= 0.1 * start:
-                self._warn(
-                    "vanishing_gradients", step,
-                    f"Diagnose: global gradient norm {total:.3g} at step {step} is below min_grad_norm="
-                    f"{self.min_grad_norm:g} while the loss is still {now:.4g}: vanishing gradients. Check the init "
-                    f"(`model.init_args.head_init: auto`), prefer `model.init_args.activation: relu` to tanh, keep "
-                    f"BatchNorm / residual connections, or raise `{LR_KEY}`.",
-                )
+            verdict, total = gradient_verdict(norms, self.min_grad_norm, self.max_grad_norm, now, start)
+            if verdict == "exploding":
+                self._warn("exploding_gradients", step,
+                           message("exploding_gradients", terms, norm=total, step=step, limit=self.max_grad_norm))
+            elif verdict == "vanishing":
+                self._warn("vanishing_gradients", step,
+                           message("vanishing_gradients", terms, norm=total, step=step, limit=self.min_grad_norm, loss=now))
             if step > 0:
-                missing = [name for (name, p), norm, has in zip(self._params, norms, self._has_grad, strict=True)
-                           if p.requires_grad and (not has or norm == 0.0)]
+                missing = missing_gradients([n for n, _ in self._params], norms, self._has_grad,
+                                            [p.requires_grad for _, p in self._params])
                 if missing:
-                    self._warn(
-                        "no_gradient", step,
-                        f"Diagnose: {len(missing)} trainable parameter(s) get no gradient at step {step} "
-                        f"({_names(missing)}): they do not reach the loss, or sit behind dead units. Freeze them on "
-                        f"purpose (requires_grad=False) or fix the forward pass.",
-                        missing,
-                    )
+                    self._warn("no_gradient", step,
+                               message("no_gradient", terms, count=len(missing), step=step, layers=name_list(missing)),
+                               missing)
         if len(self.recent) == self.window and math.isfinite(start) and now >= 0.05 * start:
             cv = loss_noise(list(self.recent))
             if math.isfinite(cv) and cv >= self.noise_cv:
-                self._warn(
-                    "noisy_loss", step,
-                    f"Diagnose: training loss is very noisy at step {step} (detrended coefficient of variation "
-                    f"{cv:.2f} >= noise_cv={self.noise_cv:g} over the last {self.window} steps): the batch is too "
-                    f"small or the LR too high. Raise `data.init_args.batch_size` or lower `{LR_KEY}`.",
-                )
+                self._warn("noisy_loss", step,
+                           message("noisy_loss", terms, step=step, cv=cv, limit=self.noise_cv, window=self.window))
         if self.seen >= self.plateau_steps and not_decreasing(self.initial, list(self.recent), self.min_decrease):
-            self._warn(
-                "loss_not_decreasing", step,
-                f"Diagnose: training loss has not gone down after {self.seen} steps (smoothed {now:.4g} vs initial "
-                f"{start:.4g}): the LR is likely too low, or the init or labels are wrong. Raise `{LR_KEY}` "
-                f"(the LR range test suggests one) and check `model.init_args.head_init` and the labels.",
-            )
+            self._warn("loss_not_decreasing", step,
+                       message("loss_not_decreasing", terms, seen=self.seen, now=now, initial=start))
 
     def _warn(self, kind: DiagnosisKind, step: int, message: str, layers: list[str] | None = None) -> None:
         last = self.last_warned.get(kind)
@@ -458,6 +484,7 @@ class Diagnose(Callback):
             "eval_val": list(self.eval_val),
             "nonfinite_step": self.nonfinite_step,
             "nonfinite_value": self.nonfinite_value,
+            "divergence": self.divergence,
             "checkpoint_steps": list(self.checkpoint_steps),
             "last_checked": self.last_checked,
             "pending": [[s, v] for (s, _), v in zip(self._pending, pending, strict=True)],
@@ -475,6 +502,7 @@ class Diagnose(Callback):
         self.eval_val = [float(v) for v in state_dict["eval_val"]]
         self.nonfinite_step = state_dict["nonfinite_step"]
         self.nonfinite_value = state_dict["nonfinite_value"]
+        self.divergence = str(state_dict.get("divergence", "nonfinite_loss"))
         self.checkpoint_steps = [int(s) for s in state_dict["checkpoint_steps"]]
         self.last_checked = int(state_dict["last_checked"])
         self._pending = [(int(s), torch.tensor(float(v))) for s, v in state_dict["pending"]]
