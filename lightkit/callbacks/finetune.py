@@ -367,8 +367,10 @@ class FineTune(Callback):
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "phase_starts": list(self.phase_starts), "group_names": self.group_names,
-                "trainable": self.trainable() if self._groups else []}
+        # Before setup (a callback just loaded from a checkpoint) the group names are the loaded ones.
+        names = self.group_names if self._groups else list(self._loaded_names or [])
+        return {"phase": self.phase, "phase_starts": list(self.phase_starts), "group_names": names,
+                "trainable": trainable_groups(self.strategy, names, self.phase) if names else []}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.phase = int(state_dict["phase"])
