@@ -111,6 +111,12 @@ class SeededCompose(A.Compose):
             self._lightkit_seed = seed
         return super().__call__(*args, force_apply=force_apply, **data)
 
+    def seeded(self, seed: int, **data: Any) -> dict[str, Any]:
+        """Apply the pipeline with its random draws seeded by ``seed`` (the streaming paths seed each sample
+        by its epoch and index, so a sample's augmentation does not depend on the worker that reads it)."""
+        self.set_random_seed(seed)
+        return super().__call__(**data)
+
 
 def _preset(name: str, image_size: int, border_mode: int, flips: bool) -> list[A.BasicTransform]:
     s = PRESETS[name]

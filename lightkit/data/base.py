@@ -31,6 +31,14 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from lightkit.data.errors import DataError
 from lightkit.data.images import AugmentedImageDataset, decode_images, list_images, normalize, resize_images
 from lightkit.data.splits import few_shot_indices, stratified_split
+from lightkit.data.stream import (
+    LazyImages,
+    ResumableLoader,
+    ResumableSampler,
+    StreamingImageDataset,
+    default_num_workers,
+    skip_bad_collate,
+)
 
 __all__ = ["BaseImageDataModule", "EpochSeededSampler", "ImagePool", "InMemoryTensorDataset"]
 
@@ -44,12 +52,13 @@ class ImagePool:
 
     Attributes:
         images: ``uint8`` HWC images with the data module's ``in_chans`` channels: one NHWC array,
-            or a list when sizes differ.
+            a list when sizes differ, or :class:`~lightkit.data.stream.LazyImages` (files decoded when
+            read: the streaming path).
         labels: class index per image (int64).
         names: an identifier per image (a file path); ``None`` names them ``"<split>/<index>"``.
     """
 
-    images: np.ndarray | list[np.ndarray]
+    images: np.ndarray | list[np.ndarray] | LazyImages
     labels: np.ndarray
     names: list[str] | None = None
 
@@ -112,8 +121,10 @@ class BaseImageDataModule(LightningDataModule):
 
     Args:
         batch_size: images per batch (all loaders).
-        num_workers: DataLoader worker processes; 0 loads in the main process (fastest for the
-            in-memory tensor datasets; use workers only with augmentations).
+        num_workers: DataLoader worker processes per rank; 0 loads in the main process. Default
+            ``null``: 0 for images in memory (fastest for the in-memory tensor datasets; give workers
+            for augmentations), and for streamed images (see ``in_memory`` of the file data modules)
+            the CPUs of the node shared by its ranks, minus one, at most 8.
         seed: seed of the splits, the few-shot selection and the train shuffling order; default: the
             run's global seed (``seed_everything``, env ``PL_GLOBAL_SEED``), else 0.
         val_fraction: fraction of all images for validation, in [0, 1).
@@ -148,7 +159,7 @@ class BaseImageDataModule(LightningDataModule):
     def __init__(
         self,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
@@ -167,8 +178,9 @@ class BaseImageDataModule(LightningDataModule):
         name = type(self).__name__
         if batch_size < 1:
             raise DataError(f"{name}: batch_size={batch_size} must be >= 1.")
-        if num_workers < 0:
-            raise DataError(f"{name}: num_workers={num_workers} must be >= 0 (0: load in the main process).")
+        if num_workers is not None and num_workers < 0:
+            raise DataError(f"{name}: num_workers={num_workers} must be >= 0 (0: load in the main process), or "
+                            f"null to choose from the CPU count.")
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
                 raise DataError(f"{name}: {key}={value} must be in [0, 1) (a fraction of all images).")
@@ -348,24 +360,43 @@ class BaseImageDataModule(LightningDataModule):
         _, height, width = self.preprocessing["input_size"]
         return resize_images(images, (height, width), self.preprocessing["interpolation"])
 
+    def _train_transform(self) -> Any:
+        """The albumentations pipeline of the train split at the resolved input size, or ``None``."""
+        if self.augmentations is None:
+            return None
+        from lightkit.data.augment import build_augmentations
+
+        _, height, width = self.preprocessing["input_size"]
+        if height != width:
+            raise DataError(f"{type(self).__name__}: augmentations need a square input but the input size is "
+                            f"{height}x{width}; set image_size.")
+        return build_augmentations(self.augmentations, height, self.fill, self.flips_preserve_label,
+                                   where=type(self).__name__)
+
+    def _streaming_dataset(self, paths: list[str], labels: torch.Tensor, transform: Any,
+                           on_bad_image: str) -> StreamingImageDataset:
+        _, height, width = self.preprocessing["input_size"]
+        return StreamingImageDataset(paths, labels, self.in_chans, (height, width), self.preprocessing["interpolation"],
+                                     self.preprocessing["mean"], self.preprocessing["std"], transform, self.seed,
+                                     on_bad_image)
+
     def _build(self, split: str) -> None:
         key, idx = self._get_splits()[split]
         pool = self._get_pools()[key]
-        images = pool.images[idx] if isinstance(pool.images, np.ndarray) else [pool.images[i] for i in idx]
         labels = torch.from_numpy(np.asarray(pool.labels)[idx].astype(np.int64))
         self._names[split] = ([pool.names[i] for i in idx] if pool.names is not None
                               else [f"{split}/{i:05d}" for i in range(len(idx))])
+        if isinstance(pool.images, LazyImages):  # streaming: decode, resize and augment in the loader's workers
+            transform = self._train_transform() if split == "train" else None
+            paths = [pool.images.paths[i] for i in idx]
+            self._datasets[split] = self._streaming_dataset(paths, labels, transform,
+                                                            str(getattr(self, "on_bad_image", "error")))
+            return
+        images = pool.images[idx] if isinstance(pool.images, np.ndarray) else [pool.images[i] for i in idx]
         x = self._preprocess(images)
         mean, std = self.preprocessing["mean"], self.preprocessing["std"]
         if split == "train" and self.augmentations is not None:
-            from lightkit.data.augment import build_augmentations
-
-            _, height, width = self.preprocessing["input_size"]
-            if height != width:
-                raise DataError(f"{type(self).__name__}: augmentations need a square input but the input size is "
-                                f"{height}x{width}; set image_size.")
-            transform = build_augmentations(self.augmentations, height, self.fill, self.flips_preserve_label,
-                                            where=type(self).__name__)
+            transform = self._train_transform()
             if transform is not None:
                 hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
                 self._datasets[split] = AugmentedImageDataset(hwc, labels, transform, mean, std)
@@ -375,17 +406,30 @@ class BaseImageDataModule(LightningDataModule):
                            f"of memory at input size {tuple(x.shape[1:])}; set a smaller image_size if that is too much.")
         self._datasets[split] = TensorDataset(normalize(x, mean, std), labels)
 
+    def _streams(self) -> bool:
+        """Whether images are decoded in the loaders' workers (file data modules decide; embedded: never)."""
+        return False
+
     def _build_predict(self) -> None:
         paths, items = self._predict_files()
-        images, kept, bad = decode_images(paths, self.in_chans)
+        if self._streams():
+            from lightkit.data.stream import scan_headers
+
+            _, kept, bad = scan_headers(paths)
+        else:
+            images, kept, bad = decode_images(paths, self.in_chans)
         self.predict_skipped = [path for path, _ in bad]
         if bad:
             rank_zero_warn(f"{type(self).__name__}: predict_path={self.predict_path!r}: skipped {len(bad)} "
                            f"unreadable images: first {bad[0][0]!r} ({bad[0][1]}).")
-        if not images:
+        if not kept:
             raise DataError(f"{type(self).__name__}: predict_path={self.predict_path!r} holds no readable image "
                             f"({len(bad)} unreadable); point it at a folder of images or a CSV with a 'path' column.")
         self.predict_items = [items[i] for i in kept]
+        if self._streams():  # an image found unreadable only when decoded is left out of its batch
+            self._datasets["predict"] = self._streaming_dataset([str(paths[i]) for i in kept],
+                                                                torch.arange(len(kept)), None, "skip")
+            return
         x = normalize(self._preprocess(images), self.preprocessing["mean"], self.preprocessing["std"])
         self._datasets["predict"] = TensorDataset(x, torch.arange(len(images)))
 
@@ -440,18 +484,37 @@ class BaseImageDataModule(LightningDataModule):
         return isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        if isinstance(dataset, StreamingImageDataset) or isinstance(getattr(dataset, "base", None),
+                                                                    StreamingImageDataset):
+            return self._streaming_loader(dataset, shuffle)
         if type(dataset) is TensorDataset:  # the in-memory splits: read a batch with one index per tensor
             dataset = InMemoryTensorDataset(*dataset.tensors)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=EpochSeededSampler(dataset, self.seed) if shuffle else None,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers or 0,
             collate_fn=batch_collate if isinstance(dataset, InMemoryTensorDataset) else None,
             pin_memory=self._pin_memory(),
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers and bool(self.num_workers),
             drop_last=False,
         )
+
+    def _streaming_loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        """Workers decode; the train loader is this rank's resumable share of a seeded permutation."""
+        trainer = self.trainer
+        world, rank = (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
+        local = int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
+        workers = self.num_workers if self.num_workers is not None else default_num_workers(local)
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size, "num_workers": workers, "collate_fn": skip_bad_collate,
+            "pin_memory": self._pin_memory(), "persistent_workers": self.persistent_workers and workers > 0,
+            "drop_last": False,
+        }
+        if not shuffle:
+            return DataLoader(dataset, **options)
+        sampler = ResumableSampler(dataset, self.seed, shuffle=True, num_replicas=world, rank=rank, pairs=True)
+        return ResumableLoader(dataset, sampler, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("train"), shuffle=True)
@@ -477,6 +540,9 @@ class BaseImageDataModule(LightningDataModule):
                     self.preprocessing = self._resolve_preprocessing()
                 self._build_predict()
             return self._loader(self._datasets["predict"], shuffle=False)
-        x = self._test_dataset().tensors[0]  # val / test / predict are always TensorDatasets
+        test = self._test_dataset()
         self.predict_items = list(self._names["test"])
+        if isinstance(test, StreamingImageDataset):
+            return self._loader(self._streaming_dataset(test.paths, torch.arange(len(test)), None, "skip"), shuffle=False)
+        x = test.tensors[0]  # in memory, val / test / predict are always TensorDatasets
         return self._loader(TensorDataset(x, torch.arange(len(x))), shuffle=False)

@@ -2,11 +2,14 @@
 
 Class names are scanned in ``__init__`` (folder names / the label column, no image decoded), so the
 CLI can link ``num_classes``, ``in_chans`` and ``class_names`` into the model at instantiation.
-The images are decoded once in ``setup`` and kept in memory: these are small fine-tuning sets.
+Small sets are decoded once in ``setup`` and kept in memory; sets that would take more than
+``in_memory_limit_gb`` decoded are streamed: read, decoded and augmented per batch in the loaders'
+workers (:mod:`lightkit.data.stream`), with the same splits, classes, policies and tensors.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,8 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightkit.data.base import BaseImageDataModule, ImagePool
 from lightkit.data.errors import BadImageError, DataError
 from lightkit.data.images import IMAGE_EXTENSIONS, decode_images, list_images
+from lightkit.data.stream import LazyImages, default_num_workers, scan_headers
 
-__all__ = ["CSVDataModule", "ImageFolderDataModule"]
+__all__ = ["CSVDataModule", "FileImageDataModule", "ImageFolderDataModule"]
 
 OnBadImage = Literal["error", "skip"]
 _SPLITS = ("train", "val", "test")
@@ -34,21 +38,34 @@ def _check_classes(owner: str, classes: list[str] | None) -> None:
         raise DataError(f"{owner}: classes={classes} must be a non-empty list of distinct names, or null.")
 
 
+def _bad_image_error(owner: str, bad: list[tuple[str, str]]) -> BadImageError:
+    first = f"{bad[0][0]!r} ({bad[0][1]})"
+    return BadImageError(f"{owner}: unreadable image {first}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+                         + "; replace or delete it, or set on_bad_image: skip to leave such images out.")
+
+
 def decode_pool(owner: str, paths: list[Path], labels: np.ndarray, channels: int, on_bad_image: str,
-                skipped: list[str]) -> ImagePool:
+                skipped: list[str], headers: dict[str, tuple[int, int, int] | str] | None = None) -> ImagePool:
     """Decode labelled files into an :class:`ImagePool`, applying the unreadable-image policy.
 
-    Skipped paths are appended to ``skipped``.
+    Skipped paths are appended to ``skipped``. With ``headers`` (path -> size, or the reason PIL
+    could not open it: :func:`~lightkit.data.stream.scan_headers`) nothing is decoded: the pool's
+    images are :class:`~lightkit.data.stream.LazyImages` of the openable files (streaming).
 
     Raises:
         BadImageError: an unreadable image with ``on_bad_image="error"``.
     """
-    images, kept, bad = decode_images(paths, channels)
+    images: list[np.ndarray] | LazyImages
+    if headers is None:
+        images, kept, bad = decode_images(paths, channels)
+    else:
+        kept = [i for i, path in enumerate(paths) if not isinstance(headers[str(path)], str)]
+        bad = [(str(path), str(headers[str(path)])) for path in paths if isinstance(headers[str(path)], str)]
+        images = LazyImages([paths[i] for i in kept], channels)
     if bad:
         first = f"{bad[0][0]!r} ({bad[0][1]})"
         if on_bad_image == "error":
-            raise BadImageError(f"{owner}: unreadable image {first}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
-                                + "; replace or delete it, or set on_bad_image: skip to leave such images out.")
+            raise _bad_image_error(owner, bad)
         skipped.extend(path for path, _ in bad)
         rank_zero_warn(f"{owner}: skipped {len(bad)} unreadable images: first {first}.")
     return ImagePool(images, np.asarray(labels, dtype=np.int64)[kept], [str(paths[i]) for i in kept])
@@ -96,23 +113,134 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-class ImageFolderDataModule(BaseImageDataModule):
+class FileImageDataModule(BaseImageDataModule):
+    """Images stored as files: the arguments the folder and CSV data modules share, and where the
+    decoded images live.
+
+    ``in_memory: auto`` reads the image headers first (tens of microseconds per file: sizes, and the
+    files PIL cannot open) and estimates what the in-memory path would hold: every decoded image plus
+    its resized ``float32`` copy. Up to ``in_memory_limit_gb`` the images are decoded once in ``setup``
+    and kept (fastest for small sets); above it they are streamed: decoded, resized and augmented per
+    batch in the loaders' workers, memory bounded by their prefetch (:mod:`lightkit.data.stream`).
+    Both give the same tensors for the same image; the streaming train loader resumes mid-epoch and
+    under DDP each rank reads only its share. One line says which path was taken and why.
+
+    Args:
+        classes: class names in index order (e.g. to match a pretrained head); default: from the data.
+        on_bad_image: ``error`` stops at an unreadable image; ``skip`` leaves it out, with a warning
+            and the paths in ``self.skipped_images``. Streaming finds missing and non-image files in
+            the header scan; an image truncated past its header fails when a worker decodes it, and
+            ``skip`` then drops it from its batch.
+        flips: whether a mirrored image keeps its label, so augmentation presets may flip: true for
+            photos of objects, false for digits, text and anything with a handedness.
+        in_memory: ``auto`` (decide by ``in_memory_limit_gb``), ``true`` (decode all in ``setup``, no
+            header scan) or ``false`` (always stream).
+        in_memory_limit_gb: with ``auto``, the largest estimated in-memory footprint in GiB (decoded
+            images plus the model-size ``float32`` splits) that is still kept in memory.
+        batch_size ... persistent_workers: see :class:`BaseImageDataModule`.
+
+    Raises:
+        DataError: a bad ``on_bad_image``, ``classes``, ``in_memory`` or ``in_memory_limit_gb``.
+    """
+
+    def __init__(
+        self,
+        classes: list[str] | None = None,
+        on_bad_image: OnBadImage = "error",
+        flips: bool = True,
+        in_memory: bool | Literal["auto"] = "auto",
+        in_memory_limit_gb: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        self.flips_preserve_label = flips  # read by the base class when it checks the augmentations
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        _check_policy(owner, on_bad_image)
+        _check_classes(owner, classes)
+        if in_memory not in (True, False, "auto"):
+            raise DataError(f"{owner}: in_memory={in_memory!r}; use auto (by in_memory_limit_gb), true (decode all "
+                            f"images in setup) or false (decode per batch in the loader workers).")
+        if not in_memory_limit_gb > 0:
+            raise DataError(f"{owner}: in_memory_limit_gb={in_memory_limit_gb} must be a positive number of GiB.")
+        self.classes = classes
+        self.on_bad_image = on_bad_image
+        self.in_memory = in_memory
+        self.in_memory_limit_gb = float(in_memory_limit_gb)
+        self.skipped_images: list[str] = []
+        self._stream: bool | None = None
+        self._headers: dict[str, tuple[int, int, int] | str] | None = None
+
+    def _all_files(self) -> list[Path]:
+        """Every labelled image file of the data, all splits."""
+        raise NotImplementedError
+
+    def _header_table(self) -> dict[str, tuple[int, int, int] | str]:
+        """Path -> ``(height, width, stored channels)``, or the reason PIL cannot open it (scanned once)."""
+        if self._headers is None:
+            files = self._all_files()
+            sizes, kept, bad = scan_headers(files)
+            table: dict[str, tuple[int, int, int] | str] = {str(files[i]): size for i, size in zip(kept, sizes, strict=True)}
+            table.update(bad)
+            self._headers = table
+        return self._headers
+
+    def _streams(self) -> bool:
+        """Whether images are streamed (decided once, see the class docstring)."""
+        if self._stream is not None:
+            return self._stream
+        owner = type(self).__name__
+        if self.in_memory is True:
+            self._stream = False
+            return False
+        sizes = [v for v in self._header_table().values() if not isinstance(v, str)]
+        c, height, width = (self.preprocessing or self._resolve_preprocessing())["input_size"]
+        decoded = sum(h * w for h, w, _ in sizes) * self.in_chans + len(sizes) * c * height * width * 4
+        gib = decoded / 2**30
+        self._stream = self.in_memory is False or gib > self.in_memory_limit_gb
+        workers = self.num_workers if self.num_workers is not None else default_num_workers()
+        if self.in_memory is False:
+            rank_zero_info(f"{owner}: in_memory=false -> streaming {len(sizes)} images from disk, decoded in "
+                           f"{workers} loader workers per rank.")
+        elif self._stream:
+            rank_zero_info(f"{owner}: {len(sizes)} images would take ~{gib:.1f} GiB in memory > in_memory_limit_gb="
+                           f"{self.in_memory_limit_gb:g} -> streaming from disk, decoded in {workers} loader workers "
+                           f"per rank (in_memory: true keeps them in memory).")
+        return self._stream
+
+    def _native_size(self) -> tuple[int, int]:
+        if self.in_memory is True:
+            return super()._native_size()
+        table = self._header_table()
+        train = [str(p) for p in self._train_files()]
+        sizes = [table[k][:2] for k in train if not isinstance(table[k], str)]
+        bad = [(k, str(table[k])) for k in train if isinstance(table[k], str)]
+        if bad and (self.on_bad_image == "error" or not sizes):
+            raise _bad_image_error(type(self).__name__, bad)
+        return Counter(sizes).most_common(1)[0][0]
+
+    def _train_files(self) -> list[Path]:
+        """The image files of the train pool (the native size is their most common size)."""
+        return self._all_files()
+
+    def _pool(self, owner: str, paths: list[Path], labels: np.ndarray) -> ImagePool:
+        """Labelled files as a pool: decoded now (in memory) or on demand (streaming)."""
+        headers = self._header_table() if self._streams() else None
+        return decode_pool(owner, paths, labels, self.in_chans, self.on_bad_image, self.skipped_images, headers)
+
+
+class ImageFolderDataModule(FileImageDataModule):
     """Images in class folders: ``root/train/<class>/*.png`` (+ ``val/``, ``test/``) or ``root/<class>/*.png``.
 
     With ``train/`` (a folder of class folders), ``val/`` and ``test/`` are used when present and
     the missing ones are split from ``train/`` by the fractions; without it, the class folders of
     ``root`` are split into train / val / test. Class folders are searched recursively; files that
     are not images (by suffix) are ignored with a warning. RGB natively (gray and palette images are
-    converted); ``channels`` unset: 1 when the images are gray, 3 otherwise.
+    converted); ``channels`` unset: 1 when the images are gray, 3 otherwise. ``classes`` defaults to
+    the sorted class folder names of ``train/`` (or ``root``); every class folder must be listed.
 
     Args:
         root: the data folder.
-        classes: class names in index order (e.g. to match a pretrained head); default: the sorted
-            class folder names of ``train/`` (or ``root``). Every class folder must be listed.
-        on_bad_image: ``error`` stops at an unreadable image; ``skip`` leaves it out, with a warning
-            and the paths in ``self.skipped_images``.
-        flips: whether a mirrored image keeps its label, so augmentation presets may flip: true for
-            photos of objects, false for digits, text and anything with a handedness.
+        classes ... in_memory_limit_gb: see :class:`FileImageDataModule`.
         batch_size ... persistent_workers: see :class:`BaseImageDataModule`.
 
     Raises:
@@ -120,43 +248,11 @@ class ImageFolderDataModule(BaseImageDataModule):
             ``test/`` class that is not a class of ``train/`` (or of ``classes``).
     """
 
-    def __init__(
-        self,
-        root: str,
-        classes: list[str] | None = None,
-        on_bad_image: OnBadImage = "error",
-        flips: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        samples_per_class: int | None = None,
-        image_size: int | None = None,
-        channels: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        augmentations: str | list[dict[str, Any]] | None = None,
-        fill: str = "constant",
-        predict_path: str | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-    ) -> None:
-        self.flips_preserve_label = flips  # read by the base class when it checks the augmentations
-        super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, val_fraction=val_fraction,
-            test_fraction=test_fraction, samples_per_class=samples_per_class, image_size=image_size,
-            channels=channels, mean=mean, std=std, augmentations=augmentations, fill=fill,
-            predict_path=predict_path, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )
-        owner = type(self).__name__
-        _check_policy(owner, on_bad_image)
-        _check_classes(owner, classes)
+    def __init__(self, root: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.root = root
-        self.on_bad_image = on_bad_image
-        self.skipped_images: list[str] = []
-        self._files = self._scan(Path(root).expanduser(), classes)
-        auto_channels(self, channels, [path for path, _ in self._files["train"]])
+        self._files = self._scan(Path(root).expanduser(), self.classes)
+        auto_channels(self, self.channels, [path for path, _ in self._files["train"]])
 
     def _scan(self, root: Path, classes: list[str] | None) -> dict[str, list[tuple[Path, str]]]:
         owner = type(self).__name__
@@ -197,18 +293,23 @@ class ImageFolderDataModule(BaseImageDataModule):
             rank_zero_warn(f"{owner}: ignored {len(ignored)} files that are not images: first {str(ignored[0])!r}.")
         return files
 
+    def _all_files(self) -> list[Path]:
+        return [path for entries in self._files.values() for path, _ in entries]
+
+    def _train_files(self) -> list[Path]:
+        return [path for path, _ in self._files["train"]]
+
     def _load_pools(self) -> dict[str, ImagePool]:
         index = {name: i for i, name in enumerate(self._class_names)}
         pools = {}
         for split, entries in self._files.items():
             paths = [path for path, _ in entries]
             labels = np.array([index[name] for _, name in entries], dtype=np.int64)
-            pools[split] = decode_pool(f"{type(self).__name__} ({split})", paths, labels, self.in_chans,
-                                       self.on_bad_image, self.skipped_images)
+            pools[split] = self._pool(f"{type(self).__name__} ({split})", paths, labels)
         return pools
 
 
-class CSVDataModule(BaseImageDataModule):
+class CSVDataModule(FileImageDataModule):
     """Images listed in a CSV: one row per image, a path column and a label column.
 
     Labels may be strings or integers; class names are the sorted distinct labels (integers in
@@ -220,9 +321,8 @@ class CSVDataModule(BaseImageDataModule):
         path_column: column of image paths, relative to ``root``.
         label_column: column of labels.
         root: folder the paths are relative to; default the CSV's folder.
-        classes: class names in index order; every label must be one of them.
-        on_bad_image: ``error`` or ``skip`` unreadable / missing images (see ``ImageFolderDataModule``).
-        flips: whether a mirrored image keeps its label (see ``ImageFolderDataModule``).
+        classes ... in_memory_limit_gb: see :class:`FileImageDataModule` (every label must be one of
+            ``classes`` when given).
         batch_size ... persistent_workers: see :class:`BaseImageDataModule`.
 
     Raises:
@@ -235,43 +335,15 @@ class CSVDataModule(BaseImageDataModule):
         path_column: str = "path",
         label_column: str = "label",
         root: str | None = None,
-        classes: list[str] | None = None,
-        on_bad_image: OnBadImage = "error",
-        flips: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        samples_per_class: int | None = None,
-        image_size: int | None = None,
-        channels: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        augmentations: str | list[dict[str, Any]] | None = None,
-        fill: str = "constant",
-        predict_path: str | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
+        **kwargs: Any,
     ) -> None:
-        self.flips_preserve_label = flips  # read by the base class when it checks the augmentations
-        super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, val_fraction=val_fraction,
-            test_fraction=test_fraction, samples_per_class=samples_per_class, image_size=image_size,
-            channels=channels, mean=mean, std=std, augmentations=augmentations, fill=fill,
-            predict_path=predict_path, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )
-        owner = type(self).__name__
-        _check_policy(owner, on_bad_image)
-        _check_classes(owner, classes)
+        super().__init__(**kwargs)
         self.csv_path = csv_path
         self.path_column = path_column
         self.label_column = label_column
         self.root = root
-        self.on_bad_image = on_bad_image
-        self.skipped_images: list[str] = []
-        self._paths, self._labels = self._read(classes)
-        auto_channels(self, channels, self._paths)
+        self._paths, self._labels = self._read(self.classes)
+        auto_channels(self, self.channels, self._paths)
 
     def _read(self, classes: list[str] | None) -> tuple[list[Path], np.ndarray]:
         import pandas as pd
@@ -314,7 +386,8 @@ class CSVDataModule(BaseImageDataModule):
         paths = [p if p.is_absolute() else root / p for p in (Path(str(v)) for v in frame[self.path_column])]
         return paths, np.array([index[label] for label in labels], dtype=np.int64)
 
+    def _all_files(self) -> list[Path]:
+        return list(self._paths)
+
     def _load_pools(self) -> dict[str, ImagePool]:
-        pool = decode_pool(type(self).__name__, self._paths, self._labels, self.in_chans, self.on_bad_image,
-                           self.skipped_images)
-        return {"train": pool}
+        return {"train": self._pool(type(self).__name__, self._paths, self._labels)}

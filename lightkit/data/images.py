@@ -1,18 +1,19 @@
 """Pure image helpers for the data modules: list, decode, convert channels, resize, normalize.
 
-Everything works on whole stacks at once (``uint8`` NHWC numpy in, ``uint8`` / ``float32`` NCHW
-torch out) so a data module pays the resize and normalisation once in ``setup``, not per sample.
+Everything works on whole stacks (``uint8`` NHWC numpy in, ``uint8`` / ``float32`` NCHW torch out):
+the in-memory data modules pay the resize and normalisation once in ``setup``; the streaming ones
+(:mod:`lightkit.data.stream`) call the same functions on one image at a time.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from lightkit.data.errors import BadImageError
@@ -32,16 +33,20 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 """File suffixes (lower case) treated as images; other files in a data folder are ignored."""
 
-# timm's interpolation names -> torch modes. timm's rare "lanczos" / "random" have no torch mode;
-# bicubic is the closest antialiased filter.
+# timm's interpolation names -> the filters torchvision resizes uint8 tensors with. timm's "lanczos",
+# "box", "hamming" and "random" (and "area") have no uint8 tensor kernel: they resize with bicubic, the
+# closest antialiased filter, and say so once (resize_images warns).
 INTERPOLATIONS: dict[str, str] = {
     "bilinear": "bilinear",
     "bicubic": "bicubic",
     "nearest": "nearest",
-    "area": "area",
+    "area": "bicubic",
+    "box": "bicubic",
+    "hamming": "bicubic",
     "lanczos": "bicubic",
     "random": "bicubic",
 }
+_SUBSTITUTED: set[str] = set()
 
 # ITU-R 601-2 luma, the weights PIL's convert("L") uses.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -114,41 +119,47 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"to_channels: cannot convert {have} channels to {channels}; use 1 or 3.")
 
 
-def _resize_stack(stack: np.ndarray, size: tuple[int, int], mode: str, chunk: int) -> torch.Tensor:
-    """Resize a same-size ``uint8`` NHWC stack to ``uint8`` NCHW, ``chunk`` images at a time."""
+def _resize_stack(stack: np.ndarray, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize a same-size ``uint8`` NHWC stack to ``uint8`` NCHW with torchvision's uint8 kernels."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import resize
+
     x = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2)
     if tuple(x.shape[2:]) == tuple(size):
         return x.contiguous()
-    out = torch.empty((x.shape[0], x.shape[1], *size), dtype=torch.uint8)
-    kwargs = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    for start in range(0, x.shape[0], chunk):
-        part = F.interpolate(x[start : start + chunk].float(), size=size, mode=mode, **kwargs)
-        # Bicubic overshoots; clamp before rounding back to uint8.
-        out[start : start + chunk] = part.clamp_(0, 255).round_().to(torch.uint8)
-    return out
+    # antialias: shrinking with bilinear / bicubic averages over the footprint, as PIL does.
+    return resize(x.contiguous(), list(size), interpolation=InterpolationMode(mode), antialias=True)
 
 
 def resize_images(
     images: np.ndarray | Sequence[np.ndarray], size: tuple[int, int], interpolation: str = "bilinear",
-    chunk: int = 256,
 ) -> torch.Tensor:
     """Resize ``uint8`` HWC images (one NHWC array, or a list of any sizes) to a ``uint8`` NCHW tensor.
 
-    Images of equal size are resized together (one ``F.interpolate`` call per ``chunk``), with
-    antialiasing when shrinking with bilinear / bicubic, as PIL does.
+    ``torchvision.transforms.v2.functional.resize`` on the ``uint8`` images (no float copy), with
+    antialiasing when shrinking with bilinear / bicubic, as PIL does. Images of equal size are resized
+    in one call; one image alone gives the same pixels as in a stack (the streaming path relies on it).
 
     Args:
         images: an NHWC ``uint8`` array or a list of HWC ``uint8`` arrays with equal channel counts.
         size: output ``(height, width)`` in pixels.
-        interpolation: a timm interpolation name (see :data:`INTERPOLATIONS`).
-        chunk: images per interpolation call, bounding the float32 working memory.
+        interpolation: a timm interpolation name (see :data:`INTERPOLATIONS`); names without a uint8
+            kernel resize with bicubic, with a warning (once per name and process).
+
+    Raises:
+        ValueError: an interpolation name that is not in :data:`INTERPOLATIONS`.
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"resize_images: interpolation={interpolation!r}; use one of {list(INTERPOLATIONS)}.")
     mode = INTERPOLATIONS[interpolation]
+    if mode != interpolation and interpolation not in _SUBSTITUTED:
+        _SUBSTITUTED.add(interpolation)
+        warnings.warn(f"resize_images: interpolation={interpolation!r} has no uint8 resize kernel in torchvision; "
+                      f"resizing with {mode!r} instead, the closest antialiased filter (the name usually comes from the "
+                      f"timm model's pretrained config).", UserWarning, stacklevel=2)
     size = (int(size[0]), int(size[1]))
     if isinstance(images, np.ndarray):
-        return _resize_stack(images, size, mode, chunk)
+        return _resize_stack(images, size, mode)
     if not images:
         return torch.empty((0, 1, *size), dtype=torch.uint8)
     channels = images[0].shape[2]
@@ -157,7 +168,7 @@ def resize_images(
     for i, img in enumerate(images):
         groups.setdefault(img.shape, []).append(i)
     for indices in groups.values():
-        out[indices] = _resize_stack(np.stack([images[i] for i in indices]), size, mode, chunk)
+        out[indices] = _resize_stack(np.stack([images[i] for i in indices]), size, mode)
     return out
 
 

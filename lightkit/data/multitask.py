@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, TensorDataset
 from lightkit.data.base import ImagePool
 from lightkit.data.embedded import DigitsDataModule
 from lightkit.data.errors import DataError
-from lightkit.data.folder import CSVDataModule, OnBadImage, decode_pool
+from lightkit.data.folder import CSVDataModule
 
 __all__ = ["DigitsMultiTaskDataModule", "MultiTaskCSVDataModule", "rotate_images"]
 
@@ -56,8 +56,12 @@ class _WithTargets(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        return (*self.base[index], *(t[index] for t in self.extra))
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, ...] | None:
+        sample = self.base[key]  # a streaming split is read with (epoch, index) keys
+        if sample is None:  # an unreadable image under on_bad_image: skip (streaming)
+            return None
+        index = key[1] if isinstance(key, tuple) else key
+        return (*sample, *(t[index] for t in self.extra))
 
 
 class _AuxTargets:
@@ -122,49 +126,19 @@ class MultiTaskCSVDataModule(_AuxTargets, CSVDataModule):
             column, or an empty cell.
     """
 
-    def __init__(
-        self,
-        csv_path: str,
-        aux_columns: list[str],
-        path_column: str = "path",
-        label_column: str = "label",
-        root: str | None = None,
-        classes: list[str] | None = None,
-        on_bad_image: OnBadImage = "error",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        samples_per_class: int | None = None,
-        image_size: int | None = None,
-        channels: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        augmentations: str | list[dict[str, Any]] | None = None,
-        fill: str = "constant",
-        predict_path: str | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-    ) -> None:
+    def __init__(self, csv_path: str, aux_columns: list[str], **kwargs: Any) -> None:
         owner = type(self).__name__
         aux = list(aux_columns)
         if not aux:
             raise DataError(f"{owner}: aux_columns=[] names no auxiliary target; list them, or use CSVDataModule "
                             f"for a single label.")
-        clash = [c for c in aux if c in (path_column, label_column) or aux.count(c) > 1]
+        self._aux_columns = aux
+        super().__init__(csv_path=csv_path, **kwargs)
+        clash = [c for c in aux if c in (self.path_column, self.label_column) or aux.count(c) > 1]
         if clash:
             raise DataError(f"{owner}: aux_columns={aux} repeats {clash[0]!r} (or it is the path / label column); "
                             f"list each auxiliary column once.")
-        self._aux_columns = aux
-        super().__init__(
-            csv_path=csv_path, path_column=path_column, label_column=label_column, root=root, classes=classes,
-            on_bad_image=on_bad_image, batch_size=batch_size, num_workers=num_workers, seed=seed,
-            val_fraction=val_fraction, test_fraction=test_fraction, samples_per_class=samples_per_class,
-            image_size=image_size, channels=channels, mean=mean, std=std, augmentations=augmentations,
-            fill=fill, predict_path=predict_path, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )
-        self._label_name = label_column
+        self._label_name = self.label_column
 
     @property
     def aux_names(self) -> list[str]:
@@ -198,8 +172,7 @@ class MultiTaskCSVDataModule(_AuxTargets, CSVDataModule):
         rows = np.arange(len(self._paths), dtype=np.int64)
         # decode_pool filters the labels it is given by the readable images: given row numbers, it says which
         # rows survived, so the label and every auxiliary column are filtered alike.
-        pool = decode_pool(type(self).__name__, self._paths, rows, self.in_chans, self.on_bad_image,
-                           self.skipped_images)
+        pool = self._pool(type(self).__name__, self._paths, rows)
         kept = pool.labels
         pool.labels = self._labels[kept]
         self._aux = {"train": {c: v[kept] for c, v in self._aux_rows.items()}}
@@ -224,33 +197,10 @@ class DigitsMultiTaskDataModule(_AuxTargets, DigitsDataModule):
         DataError: ``max_rotation`` outside (0, 180].
     """
 
-    def __init__(
-        self,
-        max_rotation: float = 30.0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        samples_per_class: int | None = None,
-        image_size: int | None = None,
-        channels: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        augmentations: str | list[dict[str, Any]] | None = None,
-        fill: str = "constant",
-        predict_path: str | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-    ) -> None:
+    def __init__(self, max_rotation: float = 30.0, **kwargs: Any) -> None:
         if not 0.0 < max_rotation <= 180.0:
             raise DataError(f"{type(self).__name__}: max_rotation={max_rotation} must be in (0, 180] degrees.")
-        super().__init__(
-            batch_size=batch_size, num_workers=num_workers, seed=seed, val_fraction=val_fraction,
-            test_fraction=test_fraction, samples_per_class=samples_per_class, image_size=image_size,
-            channels=channels, mean=mean, std=std, augmentations=augmentations, fill=fill,
-            predict_path=predict_path, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )
+        super().__init__(**kwargs)
         self.max_rotation = float(max_rotation)
         self._label_name = "digit"
 
