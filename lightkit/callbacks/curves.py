@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightkit.callbacks._monitor import log_image, monitor_dir, new_figure, paused, save_figure, step_loss
 from lightkit.functional.stats import to_host
@@ -87,6 +88,7 @@ class LossCurves(Callback):
         self.val: dict[str, list[float]] = {"step": [], "epoch": [], "loss": [], "acc": []}
         self.train_epochs: dict[str, list[float]] = {"step": [], "epoch": [], "acc": []}
         self._pending: list[tuple[int, torch.Tensor]] = []
+        self._warned_missing = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -132,6 +134,21 @@ class LossCurves(Callback):
         self.val["epoch"].append(float(trainer.current_epoch))
         self.val["loss"].append(self._metric(trainer, self.val_loss))
         self.val["acc"].append(self._metric(trainer, self.val_acc))
+        self._warn_missing(trainer, [self.val_loss, self.val_acc])
+
+    def _warn_missing(self, trainer: Trainer, keys: list[str]) -> None:
+        """Once per fit: a configured key the module never logs draws an empty curve; say which keys exist."""
+        if self._warned_missing:
+            return
+        missing = [k for k in keys if k and k not in trainer.callback_metrics]
+        if missing:
+            self._warned_missing = True
+            logged = sorted(k for k in trainer.callback_metrics if not k.startswith("lr-"))
+            rank_zero_warn(
+                f"LossCurves: {', '.join(repr(k) for k in missing)} never logged by {type(trainer.lightning_module).__name__}, "
+                f"so its curve stays empty; the logged keys are {logged}: set LossCurves(val_loss=..., val_acc=...) "
+                f"to yours (an empty string skips a curve)."
+            )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._active(trainer, pl_module):

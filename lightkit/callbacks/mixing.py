@@ -28,6 +28,12 @@ class MixUpCutMix(Callback):
     or trainer has ``lightkit_pause_augment = True`` (the LR range test sets it) and switched off for
     the last ``off_last_epochs`` epochs, so the model finishes on clean data (as in timm).
 
+    **In your own LightningModule**, ``batch[1]`` is (N, C) float inside ``training_step`` while the
+    callback is active (and (N,) integer labels otherwise): compute the loss with
+    ``F.cross_entropy(logits, y)`` (it accepts both) and accuracy against
+    :meth:`MixUpCutMix.hard_labels` ``(y)``, the dominant label; or set ``append_hard_labels: true``
+    and read them from ``batch[-1]`` ((N,) long, appended to every training batch while active).
+
     Randomness comes from a private generator reseeded per batch from ``(seed, global_rank, batch
     counter)``: DDP ranks draw different mixes, and a resumed run continues exactly (the counter is
     in ``state_dict``), independently of the global RNG.
@@ -42,6 +48,7 @@ class MixUpCutMix(Callback):
             mixed or not (leave ``ImageClassifier.label_smoothing`` at 0 then, or it is applied twice).
         num_classes: number of classes; default ``pl_module.hparams.num_classes``.
         seed: base seed of the mixing generator.
+        append_hard_labels: append the dominant label of each sample, (N,) long, to the training batch.
 
     Raises:
         ValueError: negative alphas or both zero, probabilities outside [0, 1], negative
@@ -62,7 +69,9 @@ class MixUpCutMix(Callback):
         label_smoothing: float = 0.0,
         num_classes: int | None = None,
         seed: int = 0,
+        append_hard_labels: bool = False,
     ) -> None:
+        self.append_hard_labels = append_hard_labels
         if mixup_alpha < 0 or cutmix_alpha < 0 or (mixup_alpha == 0 and cutmix_alpha == 0):
             raise ValueError(
                 f"MixUpCutMix: mixup_alpha={mixup_alpha}, cutmix_alpha={cutmix_alpha}; set at least one > 0 "
@@ -140,7 +149,14 @@ class MixUpCutMix(Callback):
         x, y = batch[0], batch[1]
         x_new, y_new, lam, _ = self.mix(x, y)
         batch[0], batch[1] = x_new, y_new
+        if self.append_hard_labels:
+            batch.append(self.hard_labels(y_new))
         pl_module.log("mixing/lam", lam, on_step=False, on_epoch=True, batch_size=1)
+
+    @staticmethod
+    def hard_labels(y: torch.Tensor) -> torch.Tensor:
+        """The dominant label of (N, C) soft targets (``argmax``), or ``y`` itself when it already holds labels."""
+        return y.argmax(dim=1) if y.ndim == 2 else y
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
         """Mix one batch with the callback's generator: ``(x, soft targets, lam, index or None)``."""

@@ -14,8 +14,34 @@ from lightning.pytorch.utilities import rank_zero_info
 __all__ = ["PredictionWriter"]
 
 
+def _as_dict(output: Any) -> dict[str, torch.Tensor]:
+    """One ``predict_step`` output as ``{"probs", ["index"]}`` (see :class:`PredictionWriter`)."""
+    given = output
+    if isinstance(output, torch.Tensor):
+        output = {"logits": output}
+    if isinstance(output, dict) and ("probs" in output or "logits" in output):
+        out = {k: v for k, v in output.items() if k in ("probs", "index")}
+        values = output.get("probs", output.get("logits"))
+        if isinstance(values, torch.Tensor) and values.ndim == 2:
+            values = values.detach().float()
+            is_probs = bool((values >= 0).all() and torch.allclose(values.sum(1), torch.ones(len(values)).to(values), atol=1e-3))
+            out["probs"] = values if is_probs else values.softmax(dim=1)
+            return out
+    shape = tuple(given.shape) if isinstance(given, torch.Tensor) else None
+    raise TypeError(
+        f"PredictionWriter: predict_step returned {type(given).__name__}{f' of shape {shape}' if shape else ''}; "
+        f"expected an (N, C) tensor of probabilities or logits, or a dict with 'probs' (or 'logits') of shape "
+        f"(N, C) and optionally 'index' (N,)."
+    )
+
+
 class PredictionWriter(BasePredictionWriter):
-    """Collects ``predict_step`` outputs (``{"probs", "index"}``) and writes one CSV row per input.
+    """Collects ``predict_step`` outputs and writes one CSV row per input.
+
+    Accepted outputs of ``predict_step``: lightkit's ``{"probs": (N, C), "index": (N,)}``; any
+    ``(N, C)`` tensor (probabilities when its rows are >= 0 and sum to 1, otherwise logits, turned
+    into probabilities with a softmax); or a dict with ``"probs"`` or ``"logits"``. Anything else
+    stops with a ``TypeError`` that says what was returned and what is expected.
 
     Columns: ``input`` (the data module's ``predict_items[index]``, or the index), ``label``,
     ``probability``, then ``top{k}_label`` / ``top{k}_probability`` for k = 2..top_k. Under DDP each
@@ -46,6 +72,7 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        batches = [_as_dict(b) for b in batches]
         probs = torch.cat([b["probs"] for b in batches]).float().cpu()
         index = torch.cat([b["index"] for b in batches]).cpu() if "index" in batches[0] else torch.arange(len(probs))
         items = getattr(trainer.datamodule, "predict_items", None) if trainer.datamodule is not None else None

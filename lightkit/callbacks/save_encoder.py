@@ -43,12 +43,15 @@ class SaveEncoder(Callback):
         path: output ``.safetensors`` file.
         dtype: storage dtype of floating tensors (``float32``, ``float16``, ``bfloat16``).
         use_best: take the weights of ``ModelCheckpoint``'s best checkpoint, not the last step's.
+        attribute: the LightningModule's attribute that holds the encoder (``encoder`` in lightkit's
+            models; e.g. ``net`` or ``backbone`` in your own module; dotted for a nested one: ``net.body``).
 
     Raises:
-        ValueError: unknown dtype, a path that is not ``.safetensors``, or a module without ``encoder``.
+        ValueError: unknown dtype, a path that is not ``.safetensors``; in ``setup``: no module at ``attribute``.
     """
 
-    def __init__(self, path: str, dtype: Literal["float32", "float16", "bfloat16"] = "float32", use_best: bool = True) -> None:
+    def __init__(self, path: str, dtype: Literal["float32", "float16", "bfloat16"] = "float32", use_best: bool = True,
+                 attribute: str = "encoder") -> None:
         if not path.endswith(".safetensors"):
             raise ValueError(f"SaveEncoder: path={path!r} must end with .safetensors.")
         if dtype not in _DTYPES:
@@ -56,21 +59,32 @@ class SaveEncoder(Callback):
         self.path = path
         self.dtype = dtype
         self.use_best = use_best
+        self.attribute = attribute
         self.sha256: str | None = None
 
+    def _module(self, pl_module: LightningModule) -> torch.nn.Module | None:
+        try:
+            module = pl_module.get_submodule(self.attribute)
+        except AttributeError:
+            return None
+        return module if module is not pl_module else None
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not isinstance(getattr(pl_module, "encoder", None), torch.nn.Module):
-            raise ValueError(f"SaveEncoder: {type(pl_module).__name__} has no `encoder` module to save.")
+        if self._module(pl_module) is None:
+            children = [name for name, _ in pl_module.named_children()]
+            raise ValueError(f"SaveEncoder: {type(pl_module).__name__} has no module at attribute={self.attribute!r}; "
+                             f"its modules are {children}: name the encoder's (e.g. attribute: {children[0] if children else 'net'}).")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        module = pl_module.encoder
+        module = self._module(pl_module)
+        prefix = f"{self.attribute}."
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if self.use_best and best:
             state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
             current = {k: v.clone() for k, v in module.state_dict().items()}
-            module.load_state_dict({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")})
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
             try:
                 self.sha256 = save_encoder_weights(module, self.path, self.dtype)
             finally:
