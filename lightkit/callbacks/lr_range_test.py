@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader
 
 from lightkit.callbacks._monitor import PAUSE_MONITOR_FLAG, log_image, new_figure, save_figure, step_loss
 from lightkit.callbacks.mixing import PAUSE_FLAG
 from lightkit.functional.lr_suggest import (
     SKIP_START,
     SUGGESTIONS,
+    BiasCorrectedEMA,
     Suggestion,
     SweepEdgeWarning,
     SweepMode,
@@ -28,9 +26,9 @@ from lightkit.functional.lr_suggest import (
     diverged,
     filter_losses,
     range_test_lr,
-    smooth_losses,
     suggest,
 )
+from lightkit.restore import restored
 
 __all__ = ["LRRangeTest", "LR_OVERRIDE"]
 
@@ -196,19 +194,18 @@ class LRRangeTest(Callback):
     def _sweep(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer, ratios: list[float]
     ) -> dict[str, list[float]]:
-        saved = _Snapshot(trainer, pl_module, optimizer)
         flags = {name: getattr(pl_module, name, None) for name in (PAUSE_FLAG, PAUSE_MONITOR_FLAG)}
-        for name in flags:
-            setattr(pl_module, name, True)
-        try:
-            return self._loop(trainer, pl_module, optimizer, ratios)
-        finally:
-            for name, value in flags.items():
-                if value is None:
-                    delattr(pl_module, name)
-                else:
-                    setattr(pl_module, name, value)
-            saved.restore()
+        with restored(trainer, pl_module, optimizer):
+            for name in flags:
+                setattr(pl_module, name, True)
+            try:
+                return self._loop(trainer, pl_module, optimizer, ratios)
+            finally:
+                for name, value in flags.items():
+                    if value is None:
+                        delattr(pl_module, name)
+                    else:
+                        setattr(pl_module, name, value)
 
     def _loop(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer, ratios: list[float]
@@ -216,6 +213,7 @@ class LRRangeTest(Callback):
         lrs: list[float] = []
         losses: list[float] = []
         smoothed: list[float] = []
+        ema = BiasCorrectedEMA(self.smoothing)  # one update per step: O(n) over the sweep, not O(n^2)
         best = math.inf
         batches = self._batches(trainer)
         params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
@@ -245,7 +243,7 @@ class LRRangeTest(Callback):
             optimizer.step()
             lrs.append(lr)
             losses.append(value)
-            smoothed.append(smooth_losses(losses, self.smoothing)[-1])
+            smoothed.append(ema.update(value))
             best = min(best, smoothed[-1])
             if diverged(smoothed[-1], best, self.diverge_factor):
                 break
@@ -393,65 +391,6 @@ class _detached:
     def __exit__(self, *exc: object) -> None:
         self.pl_module.trainer = self.trainer
         self.catch.__exit__(*exc)
-
-
-class _Snapshot:
-    """Everything the sweep changes, copied before and written back after."""
-
-    def __init__(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        self.pl_module, self.optimizer = pl_module, optimizer
-        self.model = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}  # weights + BN stats
-        self.grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in pl_module.parameters()]
-        self.optim = copy.deepcopy(optimizer.state_dict())
-        self.schedulers = [(c.scheduler, copy.deepcopy(c.scheduler.state_dict())) for c in trainer.lr_scheduler_configs]
-        self.rng = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
-                    torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
-        self.generators = [(g, g.get_state()) for g in _loader_generators(trainer.train_dataloader)]
-        self.metrics = [(m, copy.deepcopy(m.metric_state)) for m in _metrics(pl_module)]
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            self.pl_module.load_state_dict(self.model)
-        for p, grad in self.grads:
-            p.grad = grad
-        self.optimizer.load_state_dict(self.optim)
-        for scheduler, state in self.schedulers:
-            scheduler.load_state_dict(state)
-        torch_state, np_state, py_state, cuda_state = self.rng
-        torch.set_rng_state(torch_state)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state_all(cuda_state)
-        for generator, state in self.generators:
-            generator.set_state(state)
-        for metric, state in self.metrics:
-            metric.reset()
-            for name, value in state.items():
-                setattr(metric, name, value)
-
-
-def _loader_generators(loaders: Any) -> list[torch.Generator]:
-    """The ``torch.Generator``s a loader (or a list/dict of them) draws its order from."""
-    found: list[torch.Generator] = []
-    items = loaders.values() if isinstance(loaders, dict) else loaders if isinstance(loaders, (list, tuple)) else [loaders]
-    for loader in items:
-        if not isinstance(loader, DataLoader):
-            continue
-        sampler = getattr(loader.batch_sampler, "sampler", None)
-        for owner in (loader, loader.sampler, sampler):
-            generator = getattr(owner, "generator", None)
-            if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
-                found.append(generator)
-    return found
-
-
-def _metrics(pl_module: LightningModule) -> list[Any]:
-    try:
-        from torchmetrics import Metric
-    except ImportError:  # pragma: no cover - torchmetrics is a dependency
-        return []
-    return [m for m in pl_module.modules() if isinstance(m, Metric)]
 
 
 def _ylim(res: dict[str, Any]) -> tuple[float, float]:

@@ -28,6 +28,7 @@ __all__ = [
     "SweepEdgeWarning",
     "SweepMode",
     "Suggestion",
+    "BiasCorrectedEMA",
     "TooFewPointsError",
     "clr_bounds",
     "diverged",
@@ -98,12 +99,31 @@ def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> list[float]:
     """
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"smooth_losses: beta={beta} must be in [0, 1) (0 disables smoothing).")
-    out: list[float] = []
-    avg = 0.0
-    for t, loss in enumerate(losses, start=1):
-        avg = beta * avg + (1.0 - beta) * float(loss)
-        out.append(avg / (1.0 - beta**t))
-    return out
+    ema = BiasCorrectedEMA(beta)
+    return [ema.update(loss) for loss in losses]
+
+
+class BiasCorrectedEMA:
+    """:func:`smooth_losses` one value at a time: ``update(loss)`` returns the smoothed value so far.
+
+    A sweep that smooths as it goes (to stop at divergence) then costs O(1) per step instead of
+    re-smoothing the whole history at every step.
+
+    Raises:
+        ValueError: ``beta`` outside [0, 1).
+    """
+
+    def __init__(self, beta: float = 0.98) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"BiasCorrectedEMA: beta={beta} must be in [0, 1) (0 disables smoothing).")
+        self.beta = beta
+        self.avg = 0.0
+        self.count = 0
+
+    def update(self, loss: float) -> float:
+        self.count += 1
+        self.avg = self.beta * self.avg + (1.0 - self.beta) * float(loss)
+        return self.avg / (1.0 - self.beta**self.count)
 
 
 def filter_losses(losses: Sequence[float], window: int | None = None) -> list[float]:

@@ -238,3 +238,14 @@ def test_old_steepest_on_a_spike_at_the_start_warns() -> None:
     spiky = [60.0, *MNIST_SGD_SEED2[1:]]
     assert robust_valley(lrs, spiky) == pytest.approx(robust_valley(lrs, MNIST_SGD_SEED2))
     assert clr_bounds(lrs, filter_losses(spiky)) == pytest.approx(clr_bounds(lrs, filter_losses(MNIST_SGD_SEED2)))
+
+
+def test_incremental_ema_equals_smoothing_the_whole_history() -> None:
+    from lightkit.functional.lr_suggest import BiasCorrectedEMA
+
+    losses = [2.3, 2.1, 2.25, 1.9, 1.7, 1.75, 2.6, 5.0]
+    ema = BiasCorrectedEMA(0.9)
+    assert [ema.update(v) for v in losses] == smooth_losses(losses, 0.9)  # bit-identical, one update per step
+    assert ema.count == len(losses)
+    with pytest.raises(ValueError, match=r"BiasCorrectedEMA: beta=1.0 must be in \[0, 1\)"):
+        BiasCorrectedEMA(1.0)
