@@ -1,8 +1,9 @@
 """``lightkit`` command line: LightningCLI with lightkit's links, defaults and a run summary.
 
-    python cli.py fit --config configs/quickstart.yaml
-    python cli.py test --config configs/quickstart.yaml --ckpt_path runs/.../best.ckpt
-    python cli.py predict --config configs/quickstart.yaml --ckpt_path ... --data.init_args.predict_path imgs/
+    python cli.py fit --config configs/quickstart.yaml                  # -> runs/quickstart/version_N/
+    python cli.py test --config configs/quickstart.yaml --ckpt_path best
+    python cli.py predict --config configs/quickstart.yaml --ckpt_path best --data.init_args.predict_path imgs/
+    python cli.py fit --config configs/quickstart.yaml --ckpt_path last   # resume the newest run
 """
 
 from __future__ import annotations
