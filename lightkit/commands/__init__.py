@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "lr_find": "lightkit.commands.lr_find",
     "sanity": "lightkit.commands.sanity",
     "export": "lightkit.commands.export",
+    "prepare": "lightkit.commands.prepare",
 }
 # Commands whose options live in a config section (their module has add_arguments).
 _CONFIG_SECTIONS: tuple[str, ...] = ("plot_schedule", "show_augmentations", "lr_find", "sanity")

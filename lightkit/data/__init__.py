@@ -1,4 +1,5 @@
-"""lightkit data modules: embedded data sets, image folders and CSVs with one split and preprocessing rule.
+"""lightkit data modules: embedded data sets, image folders and CSVs (in memory or streamed) with one split
+and preprocessing rule, and LitData shards of them for many GPUs and nodes.
 
 Augmentation pipelines live in :mod:`lightkit.data.augment` (imported only when a data module
 is given ``augmentations``, so albumentations is not loaded otherwise).
@@ -8,6 +9,7 @@ from lightkit.data.base import BaseImageDataModule
 from lightkit.data.embedded import DigitsDataModule, MNIST5kDataModule
 from lightkit.data.folder import CSVDataModule, ImageFolderDataModule
 from lightkit.data.multitask import DigitsMultiTaskDataModule, MultiTaskCSVDataModule
+from lightkit.data.shards import ShardDataModule, prepare_shards
 
 __all__ = [
     "BaseImageDataModule",
@@ -17,4 +19,6 @@ __all__ = [
     "ImageFolderDataModule",
     "MNIST5kDataModule",
     "MultiTaskCSVDataModule",
+    "ShardDataModule",
+    "prepare_shards",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,14 @@ from lightkit.data.stream import (
     skip_bad_collate,
 )
 
-__all__ = ["BaseImageDataModule", "EpochSeededSampler", "ImagePool", "InMemoryTensorDataset"]
+__all__ = [
+    "BaseImageDataModule",
+    "EpochSeededSampler",
+    "ImagePool",
+    "InMemoryTensorDataset",
+    "check_num_classes",
+    "resolve_preprocessing",
+]
 
 _WARN_BYTES = 4 * 2**30
 _STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -106,6 +113,61 @@ class EpochSeededSampler(RandomSampler):
 def batch_collate(batch: list[torch.Tensor]) -> list[torch.Tensor]:
     """The collate function of :class:`InMemoryTensorDataset` loaders: the batch is already stacked."""
     return batch
+
+
+def check_num_classes(owner: str, num_classes: int, class_names: list[str]) -> None:
+    """Raise when a model's ``num_classes`` differs from the data's classes."""
+    if int(num_classes) != len(class_names):
+        raise DataError(
+            f"{owner}: the model has num_classes={num_classes} but the data has "
+            f"{len(class_names)} classes {class_names[:10]}; set the model's num_classes to "
+            f"{len(class_names)} (the lightkit CLI links it from data.num_classes)."
+        )
+
+
+def resolve_preprocessing(owner: str, module: Any, in_chans: int, class_names: list[str], image_size: int | None,
+                          mean: tuple[float, ...] | None, std: tuple[float, ...] | None,
+                          native_size: Callable[[], tuple[int, int]]) -> dict[str, Any]:
+    """The input size, mean, std and interpolation: each given value wins, then the attached model's
+    pretrained ``data_config``, then the native size (``native_size()``) and mean = std = 0.5.
+
+    Raises:
+        DataError: the attached model's ``num_classes`` or ``in_chans`` disagree with the data.
+    """
+    if module is not None:
+        hparams = getattr(module, "hparams", None) or {}
+        if hparams.get("num_classes") is not None:
+            check_num_classes(owner, hparams["num_classes"], class_names)
+    config = dict(getattr(module, "data_config", None) or {}) if module is not None else {}
+    if module is not None:
+        model_chans = (getattr(module, "hparams", None) or {}).get("in_chans") or (config.get("input_size") or (None,))[0]
+        if model_chans is not None and int(model_chans) != in_chans:
+            raise DataError(
+                f"{owner}: the model takes in_chans={model_chans} but the data gives "
+                f"{in_chans} channels; set data channels: {model_chans} (or link model.in_chans to data.in_chans)."
+            )
+    c = in_chans
+    if image_size is not None:
+        height = width = int(image_size)
+    elif config.get("input_size"):
+        height, width = (int(v) for v in config["input_size"][1:])
+    else:
+        height, width = native_size()
+
+    def channel_stat(given: tuple[float, ...] | None, key: str) -> tuple[float, ...]:
+        if given is not None:
+            return given
+        if config.get(key) is not None:
+            values = tuple(float(v) for v in config[key])
+            return values if len(values) == c else (sum(values) / len(values),) * c
+        return (0.5,) * c
+
+    return {
+        "input_size": (c, height, width),
+        "mean": channel_stat(mean, "mean"),
+        "std": channel_stat(std, "std"),
+        "interpolation": str(config.get("interpolation") or "bilinear"),
+    }
 
 
 class BaseImageDataModule(LightningDataModule):
@@ -261,12 +323,7 @@ class BaseImageDataModule(LightningDataModule):
     # -- checks ------------------------------------------------------------------------------
     def check_num_classes(self, num_classes: int) -> None:
         """Raise when a model's ``num_classes`` differs from the data's classes."""
-        if int(num_classes) != self.num_classes:
-            raise DataError(
-                f"{type(self).__name__}: the model has num_classes={num_classes} but the data has "
-                f"{self.num_classes} classes {self.class_names[:10]}; set the model's num_classes to "
-                f"{self.num_classes} (the lightkit CLI links it from data.num_classes)."
-            )
+        check_num_classes(type(self).__name__, num_classes, self.class_names)
 
     def _per_channel(self, key: str, values: list[float] | None) -> tuple[float, ...] | None:
         if values is None:
@@ -285,45 +342,9 @@ class BaseImageDataModule(LightningDataModule):
         except (AttributeError, RuntimeError):
             return None
 
-    def _check_model(self, module: Any) -> None:
-        hparams = getattr(module, "hparams", None) or {}
-        if hparams.get("num_classes") is not None:
-            self.check_num_classes(hparams["num_classes"])
-        config = getattr(module, "data_config", None) or {}
-        model_chans = hparams.get("in_chans") or (config.get("input_size") or (None,))[0]
-        if model_chans is not None and int(model_chans) != self.in_chans:
-            raise DataError(
-                f"{type(self).__name__}: the model takes in_chans={model_chans} but the data gives "
-                f"{self.in_chans} channels; set data channels: {model_chans} (or link model.in_chans to data.in_chans)."
-            )
-
     def _resolve_preprocessing(self) -> dict[str, Any]:
-        module = self._attached_module()
-        if module is not None:
-            self._check_model(module)
-        config = dict(getattr(module, "data_config", None) or {})
-        c = self.in_chans
-        if self.image_size is not None:
-            height = width = self.image_size
-        elif config.get("input_size"):
-            height, width = (int(v) for v in config["input_size"][1:])
-        else:
-            height, width = self._native_size()
-
-        def channel_stat(given: tuple[float, ...] | None, key: str) -> tuple[float, ...]:
-            if given is not None:
-                return given
-            if config.get(key) is not None:
-                values = tuple(float(v) for v in config[key])
-                return values if len(values) == c else (sum(values) / len(values),) * c
-            return (0.5,) * c
-
-        return {
-            "input_size": (c, height, width),
-            "mean": channel_stat(self.mean, "mean"),
-            "std": channel_stat(self.std, "std"),
-            "interpolation": str(config.get("interpolation") or "bilinear"),
-        }
+        return resolve_preprocessing(type(self).__name__, self._attached_module(), self.in_chans, self.class_names,
+                                     self.image_size, self.mean, self.std, self._native_size)
 
     # -- splits and datasets -----------------------------------------------------------------
     def _get_pools(self) -> dict[str, ImagePool]:

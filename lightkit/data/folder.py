@@ -222,6 +222,30 @@ class FileImageDataModule(BaseImageDataModule):
         """The image files of the train pool (the native size is their most common size)."""
         return self._all_files()
 
+    def native_size(self) -> tuple[int, int]:
+        """``(height, width)`` used when neither ``image_size`` nor the model says: the most common size."""
+        return self._native_size()
+
+    def file_splits(self) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
+        """Paths, labels and names per split after the split, few-shot and header-scan rules, nothing
+        decoded (what ``prepare`` writes as shards).
+
+        Raises:
+            DataError: the images were already decoded in memory (call it on a fresh data module).
+        """
+        if self._pools is not None and not self._streams():
+            raise DataError(f"{type(self).__name__}: file_splits() after the images were decoded in memory; call "
+                            f"it on a new data module.")
+        self._stream = True
+        pools, out = self._get_pools(), {}
+        for split, (key, idx) in self._get_splits().items():
+            images = pools[key].images
+            assert isinstance(images, LazyImages)  # noqa: S101 - set two lines above
+            names = pools[key].names
+            out[split] = ([images.paths[i] for i in idx], np.asarray(pools[key].labels)[idx],
+                          [names[i] for i in idx] if names is not None else [images.paths[i] for i in idx])
+        return out
+
     def _pool(self, owner: str, paths: list[Path], labels: np.ndarray) -> ImagePool:
         """Labelled files as a pool: decoded now (in memory) or on demand (streaming)."""
         headers = self._header_table() if self._streams() else None

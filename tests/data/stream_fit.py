@@ -1,6 +1,7 @@
 """A tiny fit over a streamed image folder that records every training sample it sees (a subprocess).
 
     python tests/data/stream_fit.py ROOT OUT.jsonl [--ckpt CKPT] [--kill_at STEP] [--save_every N] [--devices 2]
+        [--shards] [--augment] [--workers N]
 
 Each line of ``OUT.<rank>`` is one training batch of that rank: ``{"rank", "epoch", "step", "ids"}``, where an id
 is the image's pixel sum (the test writes images whose sums differ). ``--kill_at`` SIGKILLs the
@@ -19,7 +20,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightkit.data import ImageFolderDataModule
+from lightkit.data import ImageFolderDataModule, ShardDataModule
 
 
 class Recorder(LightningModule):
@@ -59,10 +60,16 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--shards", action="store_true", help="ROOT is a folder written by prepare")
     args = parser.parse_args()
-    dm = ImageFolderDataModule(args.root, batch_size=4, image_size=12, channels=3, seed=3, in_memory=False,
-                               num_workers=args.workers, val_fraction=0.0, test_fraction=0.0,
-                               augmentations="light" if args.augment else None)
+    augmentations = "light" if args.augment else None
+    if args.shards:
+        dm = ShardDataModule(args.root, batch_size=4, image_size=12, seed=3, num_workers=args.workers,
+                             augmentations=augmentations)
+    else:
+        dm = ImageFolderDataModule(args.root, batch_size=4, image_size=12, channels=3, seed=3, in_memory=False,
+                                   num_workers=args.workers, val_fraction=0.0, test_fraction=0.0,
+                                   augmentations=augmentations)
     callbacks: list[Callback] = [ModelCheckpoint(dirpath=str(Path(args.root).parent / "ckpt"), save_top_k=-1,
                                                  every_n_train_steps=args.save_every)]
     if args.kill_at is not None:
