@@ -16,7 +16,7 @@ from lightkit._factory import unbound_parameters
 from lightkit.functional.penalties import l1_penalty
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
-from lightkit.models.metrics import EpochMetricLogging, LeanClassificationMetric
+from lightkit.models.metrics import EpochMetricLogging, multiclass_metric
 
 __all__ = ["ImageClassifier", "build_param_groups", "lr_scheduler_config", "no_weight_decay"]
 
@@ -150,10 +150,8 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         self.label_smoothing = label_smoothing
         self.l1 = l1
         self.data_config = encoder_data_config(self.encoder)
-        # Lean metrics (one or two tensor ops per update, no host sync): torchmetrics' Multiclass*
-        # classes cost 5-10 ms of Python per training step on a CPU (issue 12, benchmarks/overhead.py).
         figures = ["acc", "f1"] + (["acc_top5"] if num_classes > 5 else [])
-        metrics = {f: LeanClassificationMetric(num_classes, f) for f in figures}
+        metrics = {f: multiclass_metric(num_classes, f) for f in figures}  # type: ignore[arg-type]
         # compute_groups=False: torchmetrics' state sharing merged top-5 accuracy and macro F1 into one
         # group here and reported F1 = 1.0 next to 98.6 % accuracy (test_metrics_match_sklearn).
         base = MetricCollection(metrics, compute_groups=False)

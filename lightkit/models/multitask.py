@@ -23,8 +23,6 @@ from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
     BinaryF1Score,
-    MulticlassAccuracy,
-    MulticlassF1Score,
 )
 
 from lightkit.functional.multitask import (
@@ -37,7 +35,7 @@ from lightkit.functional.multitask import (
 from lightkit.models.classifier import build_param_groups, lr_scheduler_config
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
-from lightkit.models.metrics import EpochMetricLogging
+from lightkit.models.metrics import EpochMetricLogging, multiclass_metric
 
 __all__ = ["MainTaskModel", "MultiTaskClassifier", "Task"]
 
@@ -171,9 +169,9 @@ def resolve_tasks(tasks: list[Task | dict[str, Any]] | None, num_classes: int | 
 def _metric(task: Task, key: str) -> Metric:
     n = task.num_classes or 0
     return {
-        ("multiclass", "acc"): lambda: MulticlassAccuracy(n, average="micro"),
-        ("multiclass", "f1"): lambda: MulticlassF1Score(n, average="macro"),
-        ("multiclass", "acc_top5"): lambda: MulticlassAccuracy(n, top_k=5, average="micro"),
+        ("multiclass", "acc"): lambda: multiclass_metric(n, "acc"),  # the path ImageClassifier takes too
+        ("multiclass", "f1"): lambda: multiclass_metric(n, "f1"),
+        ("multiclass", "acc_top5"): lambda: multiclass_metric(n, "acc_top5"),
         ("binary", "acc"): BinaryAccuracy,
         ("binary", "f1"): BinaryF1Score,
         ("binary", "auroc"): BinaryAUROC,
