@@ -192,12 +192,26 @@ def one_line(err: BaseException) -> str:
         if isinstance(item, (UsageError, RunFailed)) or (_from_lightkit(item) and not _is_wrapper(item)):
             return _clean(str(item)) or type(item).__name__
     root = chain[-1]
+    if isinstance(root, ZeroDivisionError) and _raised_in(root, "OneCycleLR"):
+        return ("OneCycleLR: pct_start x total_steps is exactly 1 optimizer step, which torch cannot schedule "
+                "(division by zero); change trainer.max_steps / max_epochs, or lr_scheduler.init_args.pct_start.")
     if type(root).__name__ == "MisconfigurationException":
         return f"Lightning: {_clean(str(root))}"
     if type(root).__module__.startswith("jsonargparse") or type(err).__module__.startswith("jsonargparse"):
         return _jsonargparse_line(root if type(root).__module__.startswith("jsonargparse") else err)
     text = _clean(str(root))
     return f"{type(root).__name__}: {text}" if text else type(root).__name__
+
+
+def _raised_in(err: BaseException, class_name: str) -> bool:
+    """Whether a frame of ``err``'s traceback runs a method of an object of class ``class_name``."""
+    tb = err.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and type(owner).__name__ == class_name:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _is_wrapper(err: BaseException) -> bool:
@@ -216,6 +230,8 @@ def exit_code(err: BaseException) -> int:
     if type(err).__name__ == "MisconfigurationException":  # Lightning's "this setting cannot work"
         return EXIT_USAGE
     if any(isinstance(item, _BAD_INPUT) for item in _chain(err)):
+        return EXIT_USAGE
+    if isinstance(err, ZeroDivisionError) and _raised_in(err, "OneCycleLR"):
         return EXIT_USAGE
     return EXIT_FAILED
 

@@ -90,7 +90,7 @@ def test_diverging_fit_stops_at_the_step_and_exits_non_zero_without_a_good_check
 def test_commands_in_any_order_twice_each_in_its_own_run_folder(tmp_path: Path) -> None:
     common = ["--config", Q, *TINY, f"--trainer.default_root_dir={tmp_path / 'runs'}"]
     sequence = [
-        ["fit", *common, "--trainer.max_epochs=1"],
+        ["fit", *common, "--trainer.max_epochs=2"],
         ["lr_find", *common, "--lr_find.num_steps=5"],
         ["test", *common, "--ckpt_path", "best"],
         ["fit", *common, "--trainer.max_steps=2", "--test_after_fit=false"],  # a smoke run, mid-epoch

@@ -1,7 +1,7 @@
 """The README's tour, run as written: its command block, in order, twice, in one copy of the repository.
 
 Each ``python cli.py ...`` line of the "A tour of the CLI" block runs as a subprocess in a temporary
-copy of the working tree (the tracked files), with overrides appended that only shrink the budget
+copy of the working tree (tracked and untracked, not ignored files), with overrides appended that only shrink the budget
 (tiny timm encoder, a few batches); every command must exit 0 and write what the README says it writes.
 Left out, with the reason: ``search`` (minutes of trials; ``tests/test_search.py`` runs it). The README
 and the code cannot drift apart: a renamed option, file or keyword in the README fails here.
@@ -26,7 +26,7 @@ ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OF
        "WANDB_ERROR_REPORTING": "false"}
 ENV.pop("PYTHONPATH", None)  # the copy's own lightkit (cli.py's folder comes first on sys.path)
 SMALL = ["--model.init_args.encoder=test_resnet", "--model.init_args.pretrained=false", "--trainer.accelerator=cpu",
-         "--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
+         "--trainer.max_epochs=1", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=1",
          "--trainer.limit_test_batches=1", "--trainer.limit_predict_batches=1", "--trainer.enable_progress_bar=false",
          "--trainer.enable_model_summary=false"]
 PER_COMMAND = {"lr_find": ["--lr_find.num_steps=5"],
@@ -45,7 +45,8 @@ def tour_commands() -> list[list[str]]:
 
 
 def _copy_tree(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         source = REPO / name
         if source.is_file():
