@@ -4,6 +4,7 @@ from :mod:`lightkit.plotting`."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from torch import Tensor
 # The figure helpers live in lightkit.plotting (one style for every PNG); re-exported for the monitors.
 from lightkit.plotting import new_figure, save_figure
 
-__all__ = ["PAUSE_MONITOR_FLAG", "log_image", "log_scalars", "monitor_dir", "new_figure", "paused", "save_figure", "step_loss", "wandb_histograms"]
+__all__ = ["PAUSE_MONITOR_FLAG", "check_pattern", "log_image", "log_scalars", "monitor_dir", "new_figure", "paused", "save_figure",
+           "step_loss", "wandb_histograms"]
 
 PAUSE_MONITOR_FLAG = "lightkit_pause_monitor"
 """Attribute that, when True on the LightningModule or the Trainer, pauses monitoring and diagnoses (the LR range test sets it)."""
@@ -24,6 +26,23 @@ PAUSE_MONITOR_FLAG = "lightkit_pause_monitor"
 def paused(trainer: Trainer, pl_module: LightningModule) -> bool:
     """Whether monitoring is paused by the flag on the module or the trainer."""
     return bool(getattr(pl_module, PAUSE_MONITOR_FLAG, False) or getattr(trainer, PAUSE_MONITOR_FLAG, False))
+
+
+def check_pattern(component: str, name: str, value: str, keywords: tuple[str, ...]) -> None:
+    """Validate a module / parameter selector: one of ``keywords`` or a regex over names.
+
+    Raises:
+        ValueError: ``value`` is neither a keyword nor a valid regex; the message names the component,
+            the argument, the regex error and the keywords.
+    """
+    if value in keywords:
+        return
+    try:
+        re.compile(value)
+    except re.error as err:
+        choices = ", ".join(repr(k) for k in keywords)
+        raise ValueError(f"{component}: {name}={value!r} is not a valid regex ({err}); use {choices} or fix the "
+                         f"pattern.") from None
 
 
 def step_loss(outputs: Any) -> Tensor | None:

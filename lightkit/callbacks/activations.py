@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lightkit.callbacks._monitor import (
+    check_pattern,
     log_image,
     log_scalars,
     monitor_dir,
@@ -71,13 +71,7 @@ class ActivationMonitor(Callback):
             raise ValueError(f"ActivationMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer steps); 100 is the default.")
         if bins < 0:
             raise ValueError(f"ActivationMonitor: bins={bins} must be >= 0 (0 disables histograms).")
-        if layers != "activations":
-            try:
-                re.compile(layers)
-            except re.error as err:
-                raise ValueError(
-                    f"ActivationMonitor: layers={layers!r} is not a valid regex ({err}); use 'activations' or fix the pattern."
-                ) from None
+        check_pattern("ActivationMonitor", "layers", layers, ("activations",))
         self.every_n_steps = every_n_steps
         self.layers = layers
         self.bins = bins

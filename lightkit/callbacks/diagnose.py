@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightkit.callbacks._monitor import paused, step_loss
+from lightkit.callbacks._monitor import check_pattern, paused, step_loss
 from lightkit.functional.diagnose import (
     GENERIC_TERMS,
     LIGHTKIT_TERMS,
@@ -177,11 +177,7 @@ class Diagnose(Callback):
             raise ValueError(f"Diagnose: plateau_steps={plateau_steps} must be >= window={window}; raise it or lower window.")
         if not 0.0 <= min_decrease < 1.0:
             raise ValueError(f"Diagnose: min_decrease={min_decrease} must be a fraction in [0, 1); 0.01 is the default.")
-        if layers != "activations":
-            try:
-                re.compile(layers)
-            except re.error as err:
-                raise ValueError(f"Diagnose: layers={layers!r} is not a valid regex ({err}); use 'activations' or fix it.") from None
+        check_pattern("Diagnose", "layers", layers, ("activations",))
         self.every_n_steps = every_n_steps
         self.on_divergence = on_divergence
         self.explode_factor = explode_factor

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightkit.callbacks._monitor import (
+    check_pattern,
     log_image,
     log_scalars,
     monitor_dir,
@@ -86,13 +86,7 @@ class GradientMonitor(Callback):
             raise ValueError(f"GradientMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer steps); 100 is the default.")
         if bins < 0:
             raise ValueError(f"GradientMonitor: bins={bins} must be >= 0 (0 disables histograms).")
-        if params not in ("weights", "all"):
-            try:
-                re.compile(params)
-            except re.error as err:
-                raise ValueError(
-                    f"GradientMonitor: params={params!r} is not a valid regex ({err}); use 'weights', 'all' or fix the pattern."
-                ) from None
+        check_pattern("GradientMonitor", "params", params, ("weights", "all"))
         self.every_n_steps = every_n_steps
         self.params = params
         self.bins = bins

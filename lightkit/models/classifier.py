@@ -16,6 +16,7 @@ from lightkit._factory import unbound_parameters
 from lightkit.functional.penalties import l1_penalty
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
+from lightkit.models.metadata import inference_metadata
 from lightkit.models.metrics import EpochMetricLogging, multiclass_metric
 
 __all__ = ["ImageClassifier", "build_param_groups", "lr_scheduler_config", "no_weight_decay"]
@@ -248,10 +249,4 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler_config(self.lr_scheduler_factory, optimizer, self.trainer if self._trainer is not None else None)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # What inference needs besides the weights: the preprocessing the data module applied.
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        preprocessing = getattr(datamodule, "preprocessing", None)
-        checkpoint["lightkit"] = {
-            "preprocessing": dict(preprocessing) if preprocessing else dict(self.data_config),
-            "class_names": self.hparams.get("class_names"),
-        }
+        checkpoint["lightkit"] = inference_metadata(self)

@@ -35,6 +35,7 @@ from lightkit.functional.multitask import (
 from lightkit.models.classifier import build_param_groups, lr_scheduler_config
 from lightkit.models.encoder import create_encoder, encoder_data_config, encoder_layer_groups
 from lightkit.models.heads import Activation, ClassifierHead, HeadInit
+from lightkit.models.metadata import inference_metadata
 from lightkit.models.metrics import EpochMetricLogging, multiclass_metric
 
 __all__ = ["MainTaskModel", "MultiTaskClassifier", "Task"]
@@ -286,10 +287,15 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         if class_names is not None and len(class_names) != main.num_classes:
             raise ValueError(f"MultiTaskClassifier: {len(class_names)} class_names for the main task {main.name!r} with "
                              f"{main.num_classes} classes; give one name per class.")
-        # Plain dicts in the hyperparameters, so checkpoints load with torch.load(weights_only=True).
-        tasks = [asdict(t) if isinstance(t, Task) else dict(t) for t in tasks] if tasks is not None else None  # noqa: F841
-        num_classes = main.num_classes
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters({  # every argument but the optimizer / scheduler factories
+            # tasks as plain dicts, so checkpoints load with torch.load(weights_only=True); num_classes resolved
+            "tasks": [asdict(t) if isinstance(t, Task) else dict(t) for t in tasks] if tasks is not None else None,
+            "encoder": encoder, "num_classes": main.num_classes, "pretrained": pretrained, "in_chans": in_chans,
+            "weighting": weighting, "dwa_temperature": dwa_temperature, "uncertainty_lr": uncertainty_lr,
+            "sharing": sharing, "soft_sharing_strength": soft_sharing_strength, "hidden": hidden, "dropout": dropout,
+            "activation": activation, "head_init": head_init, "drop_path_rate": drop_path_rate,
+            "pretrained_strict": pretrained_strict, "class_names": class_names,
+        })
         self.tasks = resolved
         self.main_task = main.name
         self.weighting = weighting
@@ -530,13 +536,7 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler_config(self.lr_scheduler_factory, optimizer, trainer)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        preprocessing = getattr(datamodule, "preprocessing", None)
-        checkpoint["lightkit"] = {
-            "preprocessing": dict(preprocessing) if preprocessing else dict(self.data_config),
-            "class_names": self.hparams.get("class_names"),
-            "main_task": self.main_task,
-        }
+        checkpoint["lightkit"] = {**inference_metadata(self), "main_task": self.main_task}
         checkpoint["lightkit_multitask"] = {"dwa_sum": self._dwa_sum.tolist(), "dwa_count": self._dwa_count,
                                             "dwa_history": [list(h) for h in self._dwa_history]}
 

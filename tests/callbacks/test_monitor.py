@@ -195,3 +195,20 @@ def test_setup_errors(callback: Callback, match: str, tmp_path: Path) -> None:
 def test_save_before_anything_recorded(callback: Any, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"\.save: "):
         callback.save(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("ActivationMonitor", {"layers": "enc(oder"},
+         r"ActivationMonitor: layers='enc\(oder' is not a valid regex \(missing \), .*\); use 'activations' or fix"),
+        ("GradientMonitor", {"params": "[head"},
+         r"GradientMonitor: params='\[head' is not a valid regex .*; use 'weights', 'all' or fix the pattern"),
+        ("Diagnose", {"layers": "*relu"}, r"Diagnose: layers='\*relu' is not a valid regex .*; use 'activations' or fix the pattern"),
+    ],
+)
+def test_bad_selector_regex_raises_in_every_monitor(name: str, kwargs: dict, match: str) -> None:
+    import lightkit.callbacks
+
+    with pytest.raises(ValueError, match=match):
+        getattr(lightkit.callbacks, name)(**kwargs)
