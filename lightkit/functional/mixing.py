@@ -1,4 +1,7 @@
-"""Batch-level mixing as pure torch functions: MixUp, CutMix, Cutout and smoothed one-hot targets.
+"""Batch-level mixing as pure torch functions: MixUp, CutMix and smoothed one-hot targets.
+
+Cutout is the ``cutout`` augmentation of the data pipeline (albumentations' CoarseDropout, per image), not a
+batch function here.
 
 Randomness is injectable everywhere (``lam``, ``index``, ``center``, ``generator``) so that tests can
 compare against a hand-computed oracle and a callback can own a resumable generator. The functions
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["cutmix_batch", "cutmix_box", "cutout", "mixup_batch", "one_hot_smooth", "sample_lam"]
+__all__ = ["cutmix_batch", "cutmix_box", "mixup_batch", "one_hot_smooth", "sample_lam"]
 
 
 def one_hot_smooth(y: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
@@ -192,45 +195,3 @@ def cutmix_batch(
     soft = one_hot_smooth(y, num_classes, smoothing).to(x.dtype if x.is_floating_point() else torch.float32)
     y_soft = soft * lam + soft[index] * (1.0 - lam)
     return x_mixed, y_soft, lam, index
-
-
-def cutout(
-    x: Tensor,
-    size: float = 0.5,
-    fill: float = 0.0,
-    centers: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Cutout (DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552): one square hole per image.
-
-    Each image gets its own uniformly drawn centre; the square may extend past the border and is
-    clipped there, as in the paper. Labels are unchanged.
-
-    Args:
-        x: images (N, C, H, W).
-        size: side of the square, as a fraction of ``min(H, W)`` when <= 1, else in pixels.
-        fill: value written into the hole (0 is the dataset mean after normalisation).
-        centers: ``(N, 2)`` integer ``(cy, cx)`` per image; drawn uniformly when ``None``.
-        generator: torch generator for the centres.
-
-    Raises:
-        ValueError: ``x`` not 4-D, ``size`` not positive, ``centers`` of the wrong shape.
-    """
-    if x.ndim != 4:
-        raise ValueError(f"cutout: x of shape {tuple(x.shape)}; give images (N, C, H, W).")
-    if not size > 0:
-        raise ValueError(f"cutout: size={size} must be > 0 (fraction of the side when <= 1, else pixels).")
-    n, _, height, width = x.shape
-    side = int(round(size * min(height, width))) if size <= 1 else int(size)
-    if centers is None:
-        cy = torch.randint(0, height, (n,), generator=generator)
-        cx = torch.randint(0, width, (n,), generator=generator)
-    elif centers.shape == (n, 2):
-        cy, cx = centers[:, 0].long().cpu(), centers[:, 1].long().cpu()
-    else:
-        raise ValueError(f"cutout: centers of shape {tuple(centers.shape)}; give ({n}, 2) integer (cy, cx).")
-    rows = torch.arange(height).view(1, height, 1)
-    cols = torch.arange(width).view(1, 1, width)
-    top, left = (cy - side // 2).view(n, 1, 1), (cx - side // 2).view(n, 1, 1)
-    hole = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-    return x.masked_fill(hole.unsqueeze(1).to(x.device), fill)

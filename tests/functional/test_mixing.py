@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from lightkit.functional.mixing import (
     cutmix_batch,
     cutmix_box,
-    cutout,
     mixup_batch,
     one_hot_smooth,
     sample_lam,
@@ -107,17 +106,6 @@ def test_cutmix_random_lam_matches_box() -> None:
             assert changed == pytest.approx(1 - lam)
 
 
-def test_cutout_oracle() -> None:
-    x = torch.ones(2, 1, 6, 6)
-    out = cutout(x, size=2, centers=torch.tensor([[1, 1], [5, 0]]))
-    expected = torch.ones(2, 1, 6, 6)
-    expected[0, 0, 0:2, 0:2] = 0
-    expected[1, 0, 4:6, 0:1] = 0  # clipped at the border, as in the paper
-    torch.testing.assert_close(out, expected)
-    assert x.min() == 1  # input untouched
-    assert (cutout(torch.ones(3, 3, 8, 8), size=0.5, fill=-1.0) == -1).flatten(1).sum(1).min() > 0
-
-
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -127,8 +115,6 @@ def test_cutout_oracle() -> None:
         (lambda: mixup_batch(*_batch(2), 3, lam=1.5), r"lam=1.5 must be in \[0, 1\]"),
         (lambda: mixup_batch(*_batch(2), 3, lam=0.5, index=torch.tensor([0])), r"index of shape \(1,\) for a batch of 2"),
         (lambda: cutmix_batch(torch.ones(2, 4), torch.tensor([0, 1]), 3, lam=0.5), r"give images \(N, C, H, W\)"),
-        (lambda: cutout(torch.ones(1, 1, 4, 4), size=0), "size=0 must be > 0"),
-        (lambda: cutout(torch.ones(2, 1, 4, 4), centers=torch.zeros(2)), r"centers of shape \(2,\)"),
     ],
 )
 def test_errors(call, match: str) -> None:
