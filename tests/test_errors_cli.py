@@ -149,3 +149,18 @@ def test_subprocess_stderr_is_exactly_one_line_and_debug_shows_the_traceback(tmp
     debug = _cli(args, tmp_path, LIGHTKIT_DEBUG="1")
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert "batch_size=0 must be >= 1" in debug.stderr
+
+
+def test_model_option_that_the_checkpoint_replaces_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["--config", Q, *TINY, f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    main(["fit", *base, "--test_after_fit=false", "--trainer.max_steps=-1", "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"], edge=True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", *base, "--ckpt_path", "best", "--model.init_args.encoder", "resnet18"], edge=True)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert exit_info.value.code == 2 and len(errors) == 1
+    assert "model.init_args.encoder='resnet18' on the command line, but" in errors[0]
+    assert "was trained with encoder='test_resnet'" in errors[0] and "best.ckpt" in errors[0]
