@@ -94,6 +94,11 @@ def wandb_run_id(run: str | Path) -> str | None:
     return found[-1][1] if found else None
 
 
+def external_launcher() -> bool:
+    """True when torchrun or SLURM started this process as one of several (before Lightning launches any)."""
+    return any(int(os.environ.get(key, "1") or 1) > 1 for key in ("WORLD_SIZE", "SLURM_NTASKS"))
+
+
 def distributed_child() -> bool:
     """True in a process that a distributed launcher started as a non-zero rank."""
     return any(os.environ.get(key, "0") not in ("", "0") for key in ("LOCAL_RANK", "RANK", "NODE_RANK"))
@@ -156,7 +161,7 @@ def place_run(cfg: Any, subcommand: str | None) -> Path:
         run.mkdir(parents=True, exist_ok=True)
     elif distributed_child() and inherited:
         run = Path(inherited)  # a DDP rank started by rank zero's launcher: rank zero chose the folder
-    elif distributed_child():
+    elif distributed_child() or external_launcher():
         run = root  # started by torchrun / SLURM on every rank at once: no rank can number a folder alone
         run.mkdir(parents=True, exist_ok=True)
     elif resumed is not None:
