@@ -181,6 +181,11 @@ def place_run(cfg: Any, subcommand: str | None) -> Path:
             init["name"], init["version"] = "", ""
         if name == "WandbLogger" and resume_id is not None and "id" in init:
             init["id"] = resume_id
+    for section in ("plot_schedule", "show_augmentations", "sanity", "lr_find"):
+        options = cfg.get(section)
+        output = options.get("output") if hasattr(options, "get") else None
+        if isinstance(output, str) and not Path(output).is_absolute():
+            options["output"] = str(run / output)  # a command's own file goes into the run folder too
     callbacks = cfg.trainer.get("callbacks")
     if subcommand != "fit" and isinstance(callbacks, list):
         # Only a fit writes checkpoints: `last` must never find the scratch weights of lr_find's sweep.

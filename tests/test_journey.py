@@ -87,6 +87,18 @@ def test_diverging_fit_stops_at_the_step_and_exits_non_zero_without_a_good_check
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+def test_divergence_after_a_good_checkpoint_tests_that_checkpoint_and_says_so(tmp_path: Path) -> None:
+    proc = _cli(["fit", "--config", Q, *TINY, "--trainer.max_epochs=3", f"--trainer.default_root_dir={tmp_path}",
+                 "--trainer.callbacks+=tests.helpers.pause_at.PoisonAt", "--trainer.callbacks.step=6"], REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Diagnose: training loss is nan at step 6; stopping the run now" in proc.stderr
+    table = " ".join(proc.stdout.replace("│", " ").split())
+    assert "diverged at step 6: stopped there; tested the last good checkpoint (best.ckpt)" in table
+    checkpoints = tmp_path / "version_0/checkpoints"
+    for path in checkpoints.glob("*.ckpt"):  # all from before the divergence (epoch 0 ended at step 4)
+        assert torch.load(path, weights_only=True)["global_step"] == 4, path.name
+
+
 def test_commands_in_any_order_twice_each_in_its_own_run_folder(tmp_path: Path) -> None:
     common = ["--config", Q, *TINY, f"--trainer.default_root_dir={tmp_path / 'runs'}"]
     sequence = [

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
@@ -19,3 +20,16 @@ class PauseAt(Callback):
         if trainer.global_step == self.step:
             Path(self.marker).write_text(str(self.step))
             time.sleep(self.seconds)
+
+
+class PoisonAt(Callback):
+    """At the start of optimizer step ``step``, fill every weight with NaN: a divergence at a known step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for param in pl_module.parameters():
+                    param.fill_(float("nan"))
