@@ -108,14 +108,19 @@ def run_root(cfg: Any) -> Path:
     """Where the run folders of a config live (see the module docstring)."""
     trainer = cfg.get("trainer") or {}
     if trainer.get("default_root_dir"):
-        return Path(str(trainer["default_root_dir"]))
+        return _unversioned(Path(str(trainer["default_root_dir"])))
     for logger in _logger_configs(trainer.get("logger")):
         save_dir = (logger.get("init_args") or {}).get("save_dir")
         if save_dir:
-            return Path(str(save_dir))
+            return _unversioned(Path(str(save_dir)))
     configs = [c for c in (cfg.get("config") or []) if c]
     name = Path(str(configs[0])).stem if configs else "lightkit"
     return Path("runs") / name
+
+
+def _unversioned(path: Path) -> Path:
+    """A run's own config.yaml names its run folder; its runs go next to it, not inside it."""
+    return path.parent if _VERSION.match(path.name) else path
 
 
 def _logger_configs(value: Any) -> list[Any]:
@@ -193,8 +198,9 @@ def place_run(cfg: Any, subcommand: str | None) -> Path:
         cfg.trainer["enable_checkpointing"] = False
     for callback in _logger_configs(cfg.trainer.get("callbacks")):
         init = callback.get("init_args")
-        if str(callback["class_path"]).endswith("ModelCheckpoint") and init is not None and not init.get("dirpath"):
-            init["dirpath"] = str(run / "checkpoints")
+        if str(callback["class_path"]).endswith("ModelCheckpoint") and init is not None and (
+                not init.get("dirpath") or run_of_checkpoint(Path(str(init["dirpath"])) / "x.ckpt") is not None):
+            init["dirpath"] = str(run / "checkpoints")  # unset, or another run's (from its saved config.yaml)
     return run
 
 

@@ -87,3 +87,16 @@ def test_place_run_under_torchrun_and_in_a_ddp_child(tmp_path: Path, monkeypatch
     monkeypatch.setenv("LOCAL_RANK", "1")  # a rank Lightning's launcher started: the folder rank zero chose
     monkeypatch.setenv("LIGHTKIT_RUN_DIR", str(tmp_path / "chosen"))
     assert place_run(_cfg(tmp_path), "fit") == tmp_path / "chosen"
+
+
+def test_a_runs_saved_config_starts_a_new_run_next_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightkit.runs import place_run
+
+    for key in ("WORLD_SIZE", "SLURM_NTASKS", "LOCAL_RANK", "RANK", "NODE_RANK", "LIGHTKIT_RUN_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = _cfg(tmp_path)
+    cfg.trainer.default_root_dir = str(tmp_path / "runs/q/version_0")  # as runs/q/version_0/config.yaml says
+    (tmp_path / "runs/q/version_0").mkdir(parents=True)
+    cfg.trainer.callbacks[0].init_args.dirpath = str(tmp_path / "runs/q/version_0/checkpoints")
+    run = place_run(cfg, "fit")
+    assert run == tmp_path / "runs/q/version_1" and cfg.trainer.callbacks[0].init_args.dirpath == str(run / "checkpoints")
