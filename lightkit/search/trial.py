@@ -147,6 +147,7 @@ def fit_trial(config: SearchConfig, params: dict[str, Any], stage: Stage, trial_
     import optuna
 
     from lightkit.cli import main
+    from lightkit.functional.diagnose import TrainingDiverged
 
     trial_dir.mkdir(parents=True, exist_ok=True)
     overrides = {**config.overrides, **stage.fit_overrides(), **params,
@@ -160,7 +161,7 @@ def fit_trial(config: SearchConfig, params: dict[str, Any], stage: Stage, trial_
     t0 = time.perf_counter()
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    except _Diverged as exc:
+    except (_Diverged, TrainingDiverged) as exc:  # TrainingDiverged: a Diagnose callback in the base config
         status, reason = "diverged", str(exc)
     except optuna.TrialPruned as exc:
         status, reason = "pruned", str(exc)
