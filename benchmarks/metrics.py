@@ -12,7 +12,8 @@ Both as a ``MetricCollection(compute_groups=False)``, as the models build them. 
 is the difference per step as a share of a training step of the quickstart model (``resnet10t``, 32 px,
 batch 64, forward + backward + AdamW step, no metrics), measured in the same process: under 1 %, the
 torchmetrics classes serve both models; above, the lean one does. The values of both paths are checked
-equal first. The outcome (0.04 % on a loaded 2-core box): lightkit now uses torchmetrics in both modules. Prints ``uptime``'s load average: wall-clock figures mean something only on an idle box.
+equal first. The outcome (0.04 % on a loaded 2-core box): lightkit now uses torchmetrics in both modules.
+Prints ``uptime``'s load average: wall-clock figures mean something only on an idle box.
 
     python benchmarks/metrics.py                  # 10 classes (digits), batch 64, 400 updates x 7 repetitions
     python benchmarks/metrics.py --classes 100
@@ -168,7 +169,8 @@ def main() -> None:
     for name in paths:
         print(f"  {name:12s} {med[name]:7.3f} ms   (runs: {', '.join(f'{v:.3f}' for v in per_path[name])})")
     print(f"  difference   {diff:7.3f} ms")
-    print(f"training step (resnet10t, 32 px, batch {args.batch}, AdamW, no metrics, {args.device}): {step:.2f} ms")
+    print(f"training step (resnet10t, 32 px, batch {args.batch}, AdamW, no metrics, {args.device}): "
+          f"{step:.2f} ms")
     share = 100 * diff / step
     verdict = "torchmetrics everywhere" if share < 1.0 else "the lean metric in both modules"
     print(f"difference = {share:.2f} % of a training step -> {verdict}")

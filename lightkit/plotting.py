@@ -145,7 +145,8 @@ def trace_schedule(
         TypeError: a ``ReduceLROnPlateau``, which depends on validation metrics and has no fixed schedule.
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-        raise ValueError(f"plot_schedule: total_steps={total_steps!r} must be a positive int (optimizer steps).")
+        raise ValueError(f"plot_schedule: total_steps={total_steps!r} must be a positive int (optimizer "
+                         "steps).")
     if isinstance(scheduler_or_factory, LRScheduler):
         scheduler = scheduler_or_factory
         optimizer = scheduler.optimizer

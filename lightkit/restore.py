@@ -32,7 +32,8 @@ __all__ = ["FitSnapshot", "loader_generators", "module_metrics", "restored"]
 
 
 class FitSnapshot:
-    """Everything a detour through training changes, copied at construction and written back by :meth:`restore`.
+    """Everything a detour through training changes, copied at construction and written back by
+    :meth:`restore`.
 
     Args:
         trainer: the running trainer (its scheduler configs and train loader are read).

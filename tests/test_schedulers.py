@@ -191,7 +191,8 @@ def test_resume_restores_hyperparameters_from_the_checkpoint() -> None:
         (lambda o: L.Cosine(o), r"Cosine: cosine decay needs total_steps"),
         (lambda o: L.Constant(o, warmup=0.1), r"warmup=0.1 needs total_steps"),
         (lambda o: L.StepDecay(o, step_size="3ep", total_steps=T), r"step_size='3ep' needs steps_per_epoch"),
-        (lambda o: L.StepDecay(o, step_size=1.5, total_steps=T), r"step_size=1.5 as a float is a fraction .* '1.5ep'"),
+        (lambda o: L.StepDecay(o, step_size=1.5, total_steps=T), r"step_size=1.5 as a float is a fraction .* "
+                                                                 r"'1.5ep'"),
         (lambda o: L.StepDecay(o, step_size="3 epochs"), r"step_size='3 epochs' is not a duration"),
         (lambda o: L.StepDecay(o, step_size=-2), r"step_size=-2 must be >= 0"),
         (lambda o: L.StepDecay(o, step_size=0), r"step_decay: step_size=0.0 must be > 0"),
@@ -206,7 +207,8 @@ def test_resume_restores_hyperparameters_from_the_checkpoint() -> None:
         (lambda o: L.ReduceOnPlateau(o, monitor=""), r"monitor is empty"),
         (lambda o: L.Phases(o, phases=[]), r"Phases: phases is empty"),
         (lambda o: L.Phases(o, phases=[L.Phase(0)]), r"Phases: phases\[0\].duration=0 is empty"),
-        (lambda o: L.Phases(o, phases=[L.Phase(0.6), L.Phase(0.5)], total_steps=T), r"phases last 66 units but the run has 60"),
+        (lambda o: L.Phases(o, phases=[L.Phase(0.6), L.Phase(0.5)], total_steps=T), r"phases last 66 units "
+                                                                                    r"but the run has 60"),
         (lambda o: L.Phases(o, phases=[L.Phase(5), L.Phase(5, shape="step")]), r"phases\[1\]: anneal: shape='step' is not one of"),
         (lambda o: L.Phases(o, phases=[L.Phase(5, start=0.0, shape="exp")]), r"phases\[0\]: anneal: shape='exp' needs start=0.0"),
         (lambda o: L.Phases(o, phases=[L.Phase(5, start=-1.0)]), r"start=-1.0 and end=1.0 must be >= 0"),
@@ -221,7 +223,8 @@ def test_raises(make, match: str) -> None:
 
 
 def test_phase_of_the_wrong_kind_raises() -> None:
-    with pytest.raises(TypeError, match=r"phases\[0\]=\{'length': 5\} has unknown keys; use duration, start, end"):
+    with pytest.raises(TypeError, match=r"phases\[0\]=\{'length': 5\} has unknown keys; use duration, start, "
+                                        r"end"):
         L.Phases(_optimizer(), phases=[{"length": 5}])
     with pytest.raises(TypeError, match=r"phases\[1\]=5 is not a Phase or a dict"):
         L.Phases(_optimizer(), phases=[L.Phase(5), 5])
@@ -284,7 +287,8 @@ def test_old_import_path_still_loads_configs_and_checkpoints() -> None:
 
 
 def test_one_cycle_needs_momentum_or_flag() -> None:
-    with pytest.raises(ValueError, match=r"Adagrad has neither 'momentum' nor 'betas'.*cycle_momentum: false"):
+    with pytest.raises(ValueError, match=r"Adagrad has neither 'momentum' nor 'betas'.*cycle_momentum: "
+                                         r"false"):
         L.OneCycle(_optimizer("adagrad"), total_steps=T)
 
 

@@ -132,7 +132,8 @@ def test_unknown_key_stops_before_any_trial(tmp_path: Path, capsys: pytest.Captu
         main(["search", "--config", str(write(tmp_path / "s.yaml", cfg))])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lightkit search: the fit config rejects space key 'model.init_args.no_such_arg'")
+    assert err[-1].startswith("lightkit search: the fit config rejects space key "
+                              "'model.init_args.no_such_arg'")
     with pytest.raises(SystemExit) as exc:
         main(["search", "--config", str(write(tmp_path / "s2.yaml", {**cfg, "spaces": {}}))])
     assert exc.value.code == 2
@@ -160,7 +161,8 @@ def test_misplaced_lr_range_triggers_the_border_warning(tmp_path: Path, caplog: 
     assert len(result.warnings) == 1
     w = result.warnings[0]
     assert (w.key, w.edge, w.stage) == (LR, "upper", "coarse") and w.suggested_high == pytest.approx(1e-3)
-    assert any("lies at the upper edge of [1e-06, 0.0001]" in r.getMessage() and "high: 0.001" in r.getMessage()
+    assert any("lies at the upper edge of [1e-06, "
+               "0.0001]" in r.getMessage() and "high: 0.001" in r.getMessage()
                for r in caplog.records)
     values = [r["params"][LR] for r in result.trials]
     assert result.best_params[LR] == max(values)  # higher is better throughout this range
@@ -375,7 +377,8 @@ def test_trial_monitor_prunes_below_the_median_and_stops_on_nan() -> None:
     with pytest.raises(_Diverged, match=r"val/acc=inf"):
         TrialMonitor("val/acc").on_validation_end(
             SimpleNamespace(**{**vars(trainer), "callback_metrics": {"val/acc": torch.tensor(float("inf"))}}), None)
-    with pytest.raises(SearchError, match=r"metric 'val/f1' was not logged at validation \(logged: \['val/acc'\]\)"):
+    with pytest.raises(SearchError, match=r"metric 'val/f1' was not logged at validation \(logged: "
+                                          r"\['val/acc'\]\)"):
         TrialMonitor("val/f1").on_validation_end(trainer, None)
 
 
@@ -411,5 +414,6 @@ def test_search_package_has_no_import_cycle_and_pure_rules() -> None:
     rules = Path(lightkit.search.__file__).with_name("rules.py").read_text()
     assert "optuna" not in rules and "lightning" not in rules
     code = ("import sys; import lightkit.search.rules; "
-            "assert not {'optuna', 'lightning'} & set(sys.modules), sorted(m for m in sys.modules if 'optuna' in m)")
+            "assert not {'optuna', 'lightning'} & set(sys.modules), sorted(m for m in sys.modules if "
+            "'optuna' in m)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

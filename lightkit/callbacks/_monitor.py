@@ -1,4 +1,5 @@
-"""Plumbing shared by the monitoring callbacks: pause flag, interval, output folder, logger dispatch; figures come
+"""Plumbing shared by the monitoring callbacks: pause flag, interval, output folder, logger dispatch; figures
+come
 from :mod:`lightkit.plotting`."""
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def check_pattern(component: str, name: str, value: str, keywords: tuple[str, ..
         re.compile(value)
     except re.error as err:
         choices = ", ".join(repr(k) for k in keywords)
-        raise ValueError(f"{component}: {name}={value!r} is not a valid regex ({err}); use {choices} or fix the "
+        raise ValueError(f"{component}: {name}={value!r} is not a valid regex ({err}); use {choices} or fix "
+                         "the "
                          f"pattern.") from None
 
 
@@ -69,7 +71,8 @@ def _wandb(trainer: Trainer) -> list[WandbLogger]:
 
 
 def log_scalars(trainer: Trainer, metrics: dict[str, float], step: int, wandb_extra: dict[str, Any] | None = None) -> None:
-    """Send scalars to every logger at ``step``; W&B loggers also get ``wandb_extra`` (histograms) in the same record.
+    """Send scalars to every logger at ``step``; W&B loggers also get ``wandb_extra`` (histograms) in the same
+    record.
 
     Non-finite scalars are dropped (a NaN in a CSV column or W&B chart helps nobody; the diagnoses report it).
     """

@@ -33,7 +33,8 @@ _MAX_HIST_PANELS = 16
 
 
 class ActivationMonitor(Callback):
-    """Activation distributions per layer, the first check of CS231n's babysitting (https://cs231n.github.io/neural-networks-3/).
+    """Activation distributions per layer, the first check of CS231n's babysitting
+    (https://cs231n.github.io/neural-networks-3/).
 
     Forward hooks are registered only on logging steps (in ``on_train_batch_start`` when
     ``global_step % every_n_steps == 0``) and removed in ``on_train_batch_end``; the statistics are
@@ -68,7 +69,8 @@ class ActivationMonitor(Callback):
 
     def __init__(self, every_n_steps: int = 100, layers: str = "activations", bins: int = 64, dirpath: str | None = None) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"ActivationMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer steps); 100 is the default.")
+            raise ValueError(f"ActivationMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer "
+                             "steps); 100 is the default.")
         if bins < 0:
             raise ValueError(f"ActivationMonitor: bins={bins} must be >= 0 (0 disables histograms).")
         check_pattern("ActivationMonitor", "layers", layers, ("activations",))
@@ -162,7 +164,8 @@ class ActivationMonitor(Callback):
             RuntimeError: nothing recorded yet (no logging step has run).
         """
         if not self.last:
-            raise RuntimeError("ActivationMonitor.save: nothing recorded yet; fit for at least one logging step first.")
+            raise RuntimeError("ActivationMonitor.save: nothing recorded yet; fit for at least one logging "
+                               "step first.")
         stats, hists, kinds = self.last["stats"], self.last["hists"], self.last["kinds"]
         names = list(stats)
         shown = [n for n in names if n in hists]
@@ -175,13 +178,15 @@ class ActivationMonitor(Callback):
         index = list(range(len(names)))
         ax = fig.add_subplot(grid[0, :2])
         ax.errorbar(index, [stats[n][0] for n in names], yerr=[stats[n][1] for n in names], fmt="o", ms=3, capsize=2)
-        ax.set(title=f"activation mean +- std per layer (step {self.last['step']})", xlabel="layer", ylabel="activation")
+        ax.set(title=f"activation mean +- std per layer (step {self.last['step']})", xlabel="layer",
+               ylabel="activation")
         ax = fig.add_subplot(grid[0, 2:])
         ax.plot(index, [stats[n][3] for n in names], "o-", ms=3, label="dead units")
         saturated = [stats[n][4] if kinds[n] in ("tanh", "sigmoid") else float("nan") for n in names]
         if any(math.isfinite(v) for v in saturated):
             ax.plot(index, saturated, "s-", ms=3, label="saturated")
-        ax.set(title="dead / saturated fraction per layer", xlabel="layer", ylabel="fraction", ylim=(-0.05, 1.05))
+        ax.set(title="dead / saturated fraction per layer", xlabel="layer", ylabel="fraction",
+               ylim=(-0.05, 1.05))
         ax.legend(loc="upper right")
         for axis in fig.axes:
             axis.set_xticks(index, [str(i) for i in index], fontsize=6)

@@ -31,7 +31,8 @@ def filter_grid(weight: torch.Tensor, min_tile: int = _MIN_TILE_PX) -> torch.Ten
         ValueError: ``weight`` is not 4-D.
     """
     if weight.ndim != 4:
-        raise ValueError(f"filter_grid: weight shape {tuple(weight.shape)} is not (out, in, kh, kw); pass a Conv2d weight.")
+        raise ValueError(f"filter_grid: weight shape {tuple(weight.shape)} is not (out, in, kh, kw); pass a "
+                         "Conv2d weight.")
     w = weight.detach().float().cpu()
     if w.shape[1] != 3:
         w = w.mean(dim=1, keepdim=True)
@@ -43,7 +44,8 @@ def filter_grid(weight: torch.Tensor, min_tile: int = _MIN_TILE_PX) -> torch.Ten
 
 
 class FilterMonitor(Callback):
-    """First-layer filters as an image (CS231n "visualize the first-layer weights", https://cs231n.github.io/understanding-cnn/).
+    """First-layer filters as an image (CS231n "visualize the first-layer weights",
+    https://cs231n.github.io/understanding-cnn/).
 
     Smooth, varied filters (edges, colour blobs) mean a trained stem; noisy or identical ones mean too
     little training, a too high LR or missing regularisation. The grid is written once before training
@@ -63,7 +65,8 @@ class FilterMonitor(Callback):
 
     def __init__(self, layer: str | None = None, every_n_epochs: int = 1, dirpath: str | None = None) -> None:
         if every_n_epochs < 1:
-            raise ValueError(f"FilterMonitor: every_n_epochs={every_n_epochs} must be >= 1 (training epochs).")
+            raise ValueError(f"FilterMonitor: every_n_epochs={every_n_epochs} must be >= 1 (training "
+                             "epochs).")
         self.layer = layer
         self.every_n_epochs = every_n_epochs
         self.dirpath = dirpath
@@ -80,14 +83,16 @@ class FilterMonitor(Callback):
         if self.layer is None:
             convs = [m for m in modules.values() if isinstance(m, nn.Conv2d)]
             if not convs:
-                raise ValueError(f"FilterMonitor: {type(pl_module).__name__} has no nn.Conv2d; drop the callback or name a layer.")
+                raise ValueError(f"FilterMonitor: {type(pl_module).__name__} has no nn.Conv2d; drop the "
+                                 "callback or name a layer.")
             self._conv = convs[0]
             return
         module = modules.get(self.layer)
         if not isinstance(module, nn.Conv2d):
             found = "missing" if module is None else f"a {type(module).__name__}"
             raise ValueError(
-                f"FilterMonitor: layer={self.layer!r} is {found} in {type(pl_module).__name__}; name an nn.Conv2d "
+                f"FilterMonitor: layer={self.layer!r} is {found} in {type(pl_module).__name__}; name an "
+                "nn.Conv2d "
                 f"from named_modules() or leave layer unset for the first one."
             )
         self._conv = module
@@ -99,7 +104,8 @@ class FilterMonitor(Callback):
             RuntimeError: called before ``setup`` (no layer chosen yet).
         """
         if self._conv is None:
-            raise RuntimeError("FilterMonitor.save: no layer yet; call it after trainer.fit has started (setup picks the layer).")
+            raise RuntimeError("FilterMonitor.save: no layer yet; call it after trainer.fit has started "
+                               "(setup picks the layer).")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(filter_grid(self._conv.weight).permute(1, 2, 0).numpy()).save(path)

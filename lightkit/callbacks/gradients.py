@@ -41,7 +41,8 @@ def _layer(name: str) -> str:
 
 
 class GradientMonitor(Callback):
-    """Gradient norms and histograms per layer and the update/weight ratio (CS231n, https://cs231n.github.io/neural-networks-3/#ratio).
+    """Gradient norms and histograms per layer and the update/weight ratio (CS231n,
+    https://cs231n.github.io/neural-networks-3/#ratio).
 
     On logging steps (``global_step % every_n_steps == 0``) ``on_before_optimizer_step`` measures the
     gradients (after AMP unscaling, before clipping) and copies the watched weights;
@@ -70,7 +71,8 @@ class GradientMonitor(Callback):
 
     Logged keys (``<layer>`` is the parameter name without a trailing ``.weight``):
     ``monitor/<layer>/grad_norm``, ``monitor/<layer>/update_ratio`` (both 0 while the layer is frozen),
-    ``monitor/grad_norm`` (global L2 norm over all parameters, as ``clip_grad_norm_`` computes it) and, on W&B,
+    ``monitor/grad_norm`` (global L2 norm over all parameters, as ``clip_grad_norm_`` computes it) and, on
+    W&B,
     ``monitor/<layer>/grad_hist``.
     """
 
@@ -83,7 +85,8 @@ class GradientMonitor(Callback):
         dirpath: str | None = None,
     ) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"GradientMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer steps); 100 is the default.")
+            raise ValueError(f"GradientMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer "
+                             "steps); 100 is the default.")
         if bins < 0:
             raise ValueError(f"GradientMonitor: bins={bins} must be >= 0 (0 disables histograms).")
         check_pattern("GradientMonitor", "params", params, ("weights", "all"))
@@ -110,7 +113,8 @@ class GradientMonitor(Callback):
         watched = select_params(pl_module, self.params)
         if not watched:
             raise ValueError(
-                f"GradientMonitor: params={self.params!r} matches no parameter of {type(pl_module).__name__}; "
+                f"GradientMonitor: params={self.params!r} matches no parameter of "
+                f"{type(pl_module).__name__}; "
                 f"use 'weights', 'all' or a regex over named_parameters() names."
             )
         self.names = [_layer(n) for n, _ in watched]
@@ -178,7 +182,8 @@ class GradientMonitor(Callback):
             RuntimeError: nothing recorded yet (no logging step has run).
         """
         if not self.history:
-            raise RuntimeError("GradientMonitor.save: nothing recorded yet; fit for at least one logging step first.")
+            raise RuntimeError("GradientMonitor.save: nothing recorded yet; fit for at least one logging "
+                               "step first.")
         steps = [h["step"] for h in self.history]
         fig = new_figure(14, 8)
         grid = fig.add_gridspec(2, 2)

@@ -176,7 +176,8 @@ class LRRangeTest(Callback):
             labels = sorted({str(g.get(k)) for g in groups for k in ("group", "name") if g.get(k) is not None})
             chosen = [self.group in (g.get("group"), g.get("name")) for g in groups]
             if not any(chosen):
-                raise ValueError(f"LRRangeTest: group={self.group!r} is not an optimizer group; choose one of {labels}.")
+                raise ValueError(f"LRRangeTest: group={self.group!r} is not an optimizer group; choose one "
+                                 f"of {labels}.")
             refs = [_reference_lr(g) for g in groups]
             top = max(r for r, c in zip(refs, chosen, strict=True) if c)
             # Inside the named group the ratios of its decay / no-decay parts are kept.
@@ -266,7 +267,8 @@ class LRRangeTest(Callback):
             passes += 1
             if passes == 1:  # once per sweep, not once per pass over a 2-batch loader
                 rank_zero_warn(
-                    f"LRRangeTest: the train loader has {seen} batches, fewer than num_steps={self.num_steps}; "
+                    f"LRRangeTest: the train loader has {seen} batches, fewer than "
+                    f"num_steps={self.num_steps}; "
                     f"cycling it (lower num_steps to avoid repeating batches)."
                 )
 
@@ -279,7 +281,8 @@ class LRRangeTest(Callback):
                 suggestions = suggest(lrs, smoothed, raw=raw)
             except ValueError as err:
                 raise RuntimeError(
-                    f"LRRangeTest: {len(lrs)} usable sweep steps are too few for a suggestion ({err}). Lower end_lr, "
+                    f"LRRangeTest: {len(lrs)} usable sweep steps are too few for a suggestion ({err}). Lower "
+                    "end_lr, "
                     f"raise diverge_factor or num_steps."
                 ) from err
             filtered = filter_losses(raw)
@@ -394,7 +397,8 @@ class _detached:
 
 
 def _ylim(res: dict[str, Any]) -> tuple[float, float]:
-    """Y-limits that the useful curve fills: from just below the lowest smoothed loss to twice its drop above it.
+    """Y-limits that the useful curve fills: from just below the lowest smoothed loss to twice its drop above
+    it.
 
     Raw losses spike (to 18-60 from ~2.3 at the divergence, or at a fresh model's first steps, issue
     16); autoscaling to them squeezed the curve into the bottom 5-15 % of the plot. The top is the

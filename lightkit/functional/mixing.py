@@ -45,7 +45,8 @@ def one_hot_smooth(y: Tensor, num_classes: int, smoothing: float = 0.0) -> Tenso
         soft = y if y.is_floating_point() else y.float()
     else:
         raise ValueError(
-            f"one_hot_smooth: targets of shape {tuple(y.shape)}; give class indices (N,) or soft targets (N, {num_classes})."
+            f"one_hot_smooth: targets of shape {tuple(y.shape)}; give class indices (N,) or soft targets (N, "
+            f"{num_classes})."
         )
     if smoothing:
         soft = soft * (1.0 - smoothing) + smoothing / num_classes
@@ -62,7 +63,8 @@ def sample_lam(alpha: float, generator: torch.Generator | None = None) -> float:
         ValueError: ``alpha`` is not positive.
     """
     if not alpha > 0:
-        raise ValueError(f"sample_lam: alpha={alpha} must be > 0 (Beta(alpha, alpha)); pass lam= to fix the mix instead.")
+        raise ValueError(f"sample_lam: alpha={alpha} must be > 0 (Beta(alpha, alpha)); pass lam= to fix the "
+                         "mix instead.")
     seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
@@ -71,7 +73,8 @@ def _index(n: int, index: Tensor | None, device: torch.device, generator: torch.
     if index is None:
         return torch.randperm(n, generator=generator).to(device)
     if index.shape != (n,):
-        raise ValueError(f"mixing: index of shape {tuple(index.shape)} for a batch of {n}; give a permutation of shape ({n},).")
+        raise ValueError(f"mixing: index of shape {tuple(index.shape)} for a batch of {n}; give a "
+                         f"permutation of shape ({n},).")
     return index.to(device)
 
 

@@ -127,7 +127,8 @@ def step_decay(step: float, step_size: float, gamma: float = 0.1) -> float:
 
 
 def multistep(step: float, milestones: Sequence[float], gamma: float = 0.1) -> float:
-    """Multistep decay: multiply by ``gamma`` at each milestone (He et al. 2016, https://arxiv.org/abs/1512.03385).
+    """Multistep decay: multiply by ``gamma`` at each milestone (He et al. 2016,
+    https://arxiv.org/abs/1512.03385).
 
     Args:
         step: optimizer steps done, >= 0.
@@ -140,7 +141,8 @@ def multistep(step: float, milestones: Sequence[float], gamma: float = 0.1) -> f
     _check_step("multistep", step)
     _check_gamma("multistep", gamma)
     if not milestones or milestones[0] < 0 or any(b <= a for a, b in zip(milestones[:-1], milestones[1:], strict=True)):
-        raise ValueError(f"multistep: milestones={list(milestones)} must be non-empty, >= 0 and strictly increasing.")
+        raise ValueError(f"multistep: milestones={list(milestones)} must be non-empty, >= 0 and strictly "
+                         "increasing.")
     return gamma ** bisect_right(list(milestones), step)
 
 
@@ -173,7 +175,8 @@ def _path(fn: str, step: float, total_steps: float, start: float, end: float, sh
     pct = min(step / total_steps, 1.0)
     if shape == "exp":
         if start == 0.0 or end == 0.0:
-            raise ValueError(f"{fn}: shape='exp' needs start={start} and end={end} > 0; use 'linear' or 'cos' to reach 0.")
+            raise ValueError(f"{fn}: shape='exp' needs start={start} and end={end} > 0; use 'linear' or "
+                             "'cos' to reach 0.")
         return start * (end / start) ** pct
     if shape not in ("cos", "linear"):
         raise ValueError(f"{fn}: shape={shape!r} is not one of 'cos', 'linear', 'exp'.")
@@ -181,7 +184,8 @@ def _path(fn: str, step: float, total_steps: float, start: float, end: float, sh
 
 
 def linear(step: float, total_steps: float, final_factor: float = 0.0) -> float:
-    """Linear decay ``a0 (1 - t / T)`` from 1 to ``final_factor`` over ``total_steps``: :func:`anneal` with ``shape="linear"``.
+    """Linear decay ``a0 (1 - t / T)`` from 1 to ``final_factor`` over ``total_steps``: :func:`anneal` with
+    ``shape="linear"``.
 
     Args:
         step: optimizer steps done, >= 0.
@@ -196,7 +200,8 @@ def linear(step: float, total_steps: float, final_factor: float = 0.0) -> float:
 
 
 def inverse_sqrt(step: float, timescale: float) -> float:
-    """Inverse square root decay ``1 / sqrt(1 + t / timescale)`` (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762).
+    """Inverse square root decay ``1 / sqrt(1 + t / timescale)`` (Vaswani et al. 2017,
+    https://arxiv.org/abs/1706.03762).
 
     Behaves as ``a0 / sqrt(t)`` for ``t >> timescale`` but is 1 at ``t = 0`` instead of infinite. After a
     warmup of W steps with ``timescale = W`` this is exactly the Transformer's ``sqrt(W / t)``.
@@ -214,7 +219,8 @@ def inverse_sqrt(step: float, timescale: float) -> float:
 
 
 def cosine(step: float, total_steps: float, final_factor: float = 0.0) -> float:
-    """Cosine decay ``a0 / 2 (1 + cos(pi t / T))`` (Loshchilov & Hutter 2017, https://arxiv.org/abs/1608.03983).
+    """Cosine decay ``a0 / 2 (1 + cos(pi t / T))`` (Loshchilov & Hutter 2017,
+    https://arxiv.org/abs/1608.03983).
 
     :func:`anneal` from 1 to ``final_factor`` with ``shape="cos"``.
 
@@ -270,7 +276,8 @@ def sgdr(
     _check_step("sgdr", step)
     _check_positive("sgdr", "period", period)
     if not period_mult >= 1.0:
-        raise ValueError(f"sgdr: period_mult={period_mult} must be >= 1 (1: equal cycles, 2: each cycle twice as long).")
+        raise ValueError(f"sgdr: period_mult={period_mult} must be >= 1 (1: equal cycles, 2: each cycle "
+                         "twice as long).")
     if not 0.0 < peak_decay <= 1.0:
         raise ValueError(f"sgdr: peak_decay={peak_decay} must be in (0, 1] (1: no decay of the peak).")
     _check_unit_interval("sgdr", "final_factor", final_factor)
@@ -317,7 +324,8 @@ def cyclic(
     _check_step("cyclic", step)
     _check_positive("cyclic", "step_size", step_size)
     if not div_factor > 1.0:
-        raise ValueError(f"cyclic: div_factor={div_factor} must be > 1 (peak / bottom LR; Smith uses 3 to 4).")
+        raise ValueError(f"cyclic: div_factor={div_factor} must be > 1 (peak / bottom LR; Smith uses 3 to "
+                         "4).")
     _check_gamma("cyclic", gamma)
     cycle = math.floor(1.0 + step / (2.0 * step_size))
     x = abs(step / step_size - 2.0 * cycle + 1.0)
@@ -338,7 +346,8 @@ def _one_cycle_phases(fn: str, step: float, total_steps: float, pct_start: float
     _check_step(fn, step)
     _check_positive(fn, "total_steps", total_steps)
     if not 0.0 < pct_start < 1.0:
-        raise ValueError(f"{fn}: pct_start={pct_start} must be in (0, 1) (fraction of the cycle spent rising).")
+        raise ValueError(f"{fn}: pct_start={pct_start} must be in (0, 1) (fraction of the cycle spent "
+                         "rising).")
     # As torch: the rise ends at step pct_start * T - 1, the fall at T - 1 (the last step taken).
     up_end, down_end = pct_start * total_steps - 1.0, total_steps - 1.0
     if up_end <= 0.0:
@@ -414,7 +423,8 @@ def one_cycle_momentum(
     """
     if not 0.0 <= base_momentum <= max_momentum < 1.0:
         raise ValueError(
-            f"one_cycle_momentum: need 0 <= base_momentum ({base_momentum}) <= max_momentum ({max_momentum}) < 1; "
+            f"one_cycle_momentum: need 0 <= base_momentum ({base_momentum}) <= max_momentum ({max_momentum}) "
+            "< 1; "
             f"the usual pair is 0.85 / 0.95."
         )
     _check_anneal("one_cycle_momentum", anneal)
@@ -441,7 +451,8 @@ class Warmup:
 
     def __post_init__(self) -> None:
         if not self.warmup_steps >= 0:
-            raise ValueError(f"with_warmup: warmup_steps={self.warmup_steps} must be >= 0 (steps; 0: no warmup).")
+            raise ValueError(f"with_warmup: warmup_steps={self.warmup_steps} must be >= 0 (steps; 0: no "
+                             "warmup).")
         _check_unit_interval("with_warmup", "start_factor", self.start_factor, closed_right=True)
 
     def __call__(self, step: float) -> float:
@@ -485,7 +496,8 @@ class Combined:
 
     def __post_init__(self) -> None:
         if not self.fns or len(self.lengths) != len(self.fns):
-            raise ValueError(f"combine: {len(self.lengths)} lengths for {len(self.fns)} schedules; give one length "
+            raise ValueError(f"combine: {len(self.lengths)} lengths for {len(self.fns)} schedules; give one "
+                             "length "
                              f"per schedule, at least one.")
         if not all(length > 0 for length in self.lengths):
             raise ValueError(f"combine: lengths={list(self.lengths)} must all be > 0 (steps).")
@@ -501,7 +513,8 @@ class Combined:
 
 
 def combine(lengths: Sequence[float], fns: Sequence[Schedule]) -> Schedule:
-    """Run ``fns[0]`` for ``lengths[0]`` steps, then ``fns[1]`` for ``lengths[1]`` steps, ... (fastai's ``combine_scheds``).
+    """Run ``fns[0]`` for ``lengths[0]`` steps, then ``fns[1]`` for ``lengths[1]`` steps, ... (fastai's
+    ``combine_scheds``).
 
     Each schedule sees the steps since its own phase began, so phases written with :func:`anneal`
     (``start`` -> ``end`` over the phase) chain into any shape: warmup + cosine + flat tail, a

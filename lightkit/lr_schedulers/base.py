@@ -71,7 +71,8 @@ class FactorScheduler(LRScheduler):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name}: {key}={value!r} must be a positive int (optimizer steps) or None.")
         if not 0.0 <= warmup_start <= 1.0:
-            raise ValueError(f"{name}: warmup_start={warmup_start} must be in [0, 1] (fraction of the LR reached).")
+            raise ValueError(f"{name}: warmup_start={warmup_start} must be in [0, 1] (fraction of the LR "
+                             "reached).")
         self.interval = interval
         self.warmup = warmup
         self.warmup_start = warmup_start
@@ -89,7 +90,8 @@ class FactorScheduler(LRScheduler):
         raise ValueError(
             f"{type(self).__name__}: interval='epoch' would advance {what} once per epoch, so its "
             f"shape would be stretched over epochs instead of steps (the classic OneCycle-per-epoch "
-            f"mistake). Use interval: step (the default) and give durations in epochs as strings such as '3ep'."
+            "mistake). Use interval: step (the default) and give durations in epochs as strings such as "
+            "'3ep'."
         )
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -144,7 +146,8 @@ class FactorScheduler(LRScheduler):
             return value * self.total_units(f"{what}={value}")
         match = _EPOCHS.fullmatch(value)
         if match is None:
-            raise ValueError(f"{name}: {what}={value!r} is not a duration; use an int (steps), a fraction or '3ep'.")
+            raise ValueError(f"{name}: {what}={value!r} is not a duration; use an int (steps), a fraction or "
+                             "'3ep'.")
         epochs = float(match.group(1))
         return epochs if self.interval == "epoch" else epochs * self._steps_per_epoch(f"{what}={value!r}")
 

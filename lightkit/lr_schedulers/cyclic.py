@@ -1,7 +1,8 @@
 """Cycles and restarts: SGDR (cosine with warm restarts), cyclical LR (CLR) and one-cycle.
 
 Each takes the shared tail (``warmup`` ... ``steps_per_epoch``) from
-:class:`~lightkit.lr_schedulers.base.FactorScheduler`; :class:`Cyclic` and :class:`OneCycle` are per-step only.
+:class:`~lightkit.lr_schedulers.base.FactorScheduler`; :class:`Cyclic` and :class:`OneCycle` are
+per-step only.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Decays: constant, to a final factor (linear, cosine), inverse square root, exponential, step, multistep.
 
-Every class scales each parameter group's own LR by a factor of the step (:mod:`lightkit.functional.schedules`)
-and takes the shared tail (``warmup`` ... ``steps_per_epoch``) from :class:`~lightkit.lr_schedulers.base.FactorScheduler`.
+Every class scales each parameter group's own LR by a factor of the step
+(:mod:`lightkit.functional.schedules`) and takes the shared tail (``warmup`` ... ``steps_per_epoch``) from
+:class:`~lightkit.lr_schedulers.base.FactorScheduler`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Constant(FactorScheduler):
 
 
 class DecayToFinal(FactorScheduler):
-    """Decay from the peak LR to ``final_factor`` of it at the end of training, along the subclass's ``decay``.
+    """Decay from the peak LR to ``final_factor`` of it at the end of training, along the subclass's
+    ``decay``.
 
     The one shape behind :class:`Linear` and :class:`Cosine` (:func:`lightkit.functional.schedules.anneal`
     from 1 to ``final_factor``); a new path is a subclass naming its function.
@@ -49,7 +51,8 @@ class DecayToFinal(FactorScheduler):
 
     def schedule(self) -> F.Schedule:
         decay = type(self).decay
-        return bind(decay, total_steps=self.horizon(f"{decay.__name__} decay"), final_factor=self.final_factor)
+        horizon = self.horizon(f"{decay.__name__} decay")
+        return bind(decay, total_steps=horizon, final_factor=self.final_factor)
 
 
 class Linear(DecayToFinal):
@@ -62,7 +65,8 @@ class Linear(DecayToFinal):
 
 
 class Cosine(DecayToFinal):
-    """Cosine decay to ``final_factor`` at the end of training (Loshchilov & Hutter 2017, https://arxiv.org/abs/1608.03983).
+    """Cosine decay to ``final_factor`` at the end of training (Loshchilov & Hutter 2017,
+    https://arxiv.org/abs/1608.03983).
 
     Args: as :class:`DecayToFinal`.
     """
@@ -96,13 +100,15 @@ class InverseSqrt(FactorScheduler):
     def schedule(self) -> F.Schedule:
         if self.timescale is None:
             if self.warmup_units <= 0:
-                raise ValueError("InverseSqrt: timescale=None uses the warmup length, but warmup=0; set one of them.")
+                raise ValueError("InverseSqrt: timescale=None uses the warmup length, but warmup=0; set one "
+                                 "of them.")
             return bind(F.inverse_sqrt, timescale=self.warmup_units)
         return bind(F.inverse_sqrt, timescale=self.units(self.timescale, "timescale"))
 
 
 class Exponential(FactorScheduler):
-    """Exponential decay by ``gamma`` per ``every``, applied smoothly; :func:`lightkit.functional.schedules.exponential`.
+    """Exponential decay by ``gamma`` per ``every``, applied smoothly;
+    :func:`lightkit.functional.schedules.exponential`.
 
     Args:
         optimizer: the wrapped optimizer.

@@ -94,4 +94,5 @@ def _phase_dict(index: int, phase: Phase | dict[str, Any]) -> dict[str, Any]:
         except TypeError:
             raise TypeError(f"Phases: phases[{index}]={phase!r} has unknown keys; use duration, start, end, "
                             f"shape.") from None
-    raise TypeError(f"Phases: phases[{index}]={phase!r} is not a Phase or a dict of duration, start, end, shape.")
+    raise TypeError(f"Phases: phases[{index}]={phase!r} is not a Phase or a dict of duration, start, end, "
+                    "shape.")

@@ -58,7 +58,8 @@ def lr_scheduler_config(
     Schedulers whose constructor takes ``total_steps`` / ``steps_per_epoch`` are given the trainer's
     figures (``estimated_stepping_batches``), so a YAML can speak in fractions of training. Schedulers
     that say so (an ``interval`` attribute) and torch's ``OneCycleLR`` / ``CyclicLR`` step per
-    optimizer step; other torch schedulers step per epoch, as their docs assume. ``ReduceLROnPlateau`` monitors ``val/loss``.
+    optimizer step; other torch schedulers step per epoch, as their docs assume. ``ReduceLROnPlateau``
+    monitors ``val/loss``.
     """
     kwargs: dict[str, Any] = {}
     params = unbound_parameters(scheduler_factory)

@@ -40,7 +40,8 @@ def multiclass_metric(num_classes: int, figure: Figure = "acc") -> Metric:
     if figure not in FIGURES:
         raise ValueError(f"multiclass_metric: figure={figure!r}; choose 'acc', 'f1' or 'acc_top5'.")
     if figure == "acc_top5" and num_classes <= 5:
-        raise ValueError(f"multiclass_metric: acc_top5 needs more than 5 classes, got num_classes={num_classes}.")
+        raise ValueError("multiclass_metric: acc_top5 needs more than 5 classes, got "
+                         f"num_classes={num_classes}.")
     if figure == "f1":
         return MulticlassF1Score(num_classes, average="macro", validate_args=False)
     return MulticlassAccuracy(num_classes, top_k=5 if figure == "acc_top5" else 1, average="micro", validate_args=False)

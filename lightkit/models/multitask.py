@@ -96,7 +96,8 @@ def _task(item: Task | dict[str, Any], index: int) -> Task:
     known = {f.name for f in fields(Task)}
     unknown = sorted(set(item) - known)
     if unknown:
-        raise ValueError(f"MultiTaskClassifier: tasks[{index}] has unknown keys {unknown}; a task has {sorted(known)}.")
+        raise ValueError(f"MultiTaskClassifier: tasks[{index}] has unknown keys {unknown}; a task has "
+                         f"{sorted(known)}.")
     if "name" not in item:
         raise ValueError(f"MultiTaskClassifier: tasks[{index}]={item!r} has no name; give each task a name.")
     return Task(**item)
@@ -118,53 +119,72 @@ def resolve_tasks(tasks: list[Task | dict[str, Any]] | None, num_classes: int | 
     names = [t.name for t in given]
     mains = [t.name for t in given if t.main]
     if len(mains) != 1:
-        raise ValueError(f"MultiTaskClassifier: {len(mains)} main tasks {mains} among {names}; set main: true on "
+        raise ValueError(f"MultiTaskClassifier: {len(mains)} main tasks {mains} among {names}; set main: "
+                         "true on "
                          f"exactly one task (the one predict and export serve).")
-    out = []
     for t in given:
-        where = f"MultiTaskClassifier: task {t.name!r}"
-        if not isinstance(t.name, str) or not _NAME.fullmatch(t.name) or hasattr(nn.ModuleDict(), t.name):
-            raise ValueError(f"MultiTaskClassifier: task name {t.name!r} must be an identifier (letters, digits, _) "
-                             f"and not a torch.nn.ModuleDict attribute; rename it, e.g. 'parity'.")
-        if names.count(t.name) > 1:
-            raise ValueError(f"MultiTaskClassifier: task name {t.name!r} appears {names.count(t.name)} times; "
-                             f"give each task its own name.")
-        if t.type not in _LOSSES:
-            raise ValueError(f"{where}: type={t.type!r} is not one of {list(_LOSSES)}.")
-        if t.main and t.type != "multiclass":
-            raise ValueError(f"{where}: the main task has type={t.type!r}; the main task must be multiclass "
-                             f"(write a yes/no main task as multiclass with num_classes: 2).")
-        if t.type == "multiclass":
-            if t.main and num_classes is not None:
-                if t.num_classes is not None and t.num_classes != num_classes:
-                    raise ValueError(f"{where}: num_classes={t.num_classes} but the model's num_classes={num_classes} "
-                                     f"(linked from the data); drop the task's num_classes or make them equal.")
-                t.num_classes = num_classes
-            if t.num_classes is None or t.num_classes < 2:
-                raise ValueError(f"{where}: a multiclass task needs num_classes >= 2, got {t.num_classes}; set it "
-                                 f"(the main task may take the model's num_classes instead).")
-        elif t.num_classes is not None:
-            raise ValueError(f"{where}: num_classes={t.num_classes} is only for multiclass tasks; drop it for "
+        _check_name(t.name, names)
+        _resolve_task(t, num_classes, weighting)
+    return given
+
+
+def _check_name(name: Any, names: list[str]) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or hasattr(nn.ModuleDict(), name):
+        raise ValueError(f"MultiTaskClassifier: task name {name!r} must be an identifier (letters, digits, "
+                         "_) "
+                         f"and not a torch.nn.ModuleDict attribute; rename it, e.g. 'parity'.")
+    if names.count(name) > 1:
+        raise ValueError(f"MultiTaskClassifier: task name {name!r} appears {names.count(name)} times; "
+                         f"give each task its own name.")
+
+
+def _resolve_task(t: Task, num_classes: int | None, weighting: str) -> None:
+    """Check one task and fill in its defaults (class count, loss, metrics), in place."""
+    where = f"MultiTaskClassifier: task {t.name!r}"
+    if t.type not in _LOSSES:
+        raise ValueError(f"{where}: type={t.type!r} is not one of {list(_LOSSES)}.")
+    if t.main and t.type != "multiclass":
+        raise ValueError(f"{where}: the main task has type={t.type!r}; the main task must be multiclass "
+                         f"(write a yes/no main task as multiclass with num_classes: 2).")
+    _resolve_classes(t, num_classes, where)
+    t.loss = t.loss if t.loss is not None else _LOSSES[t.type][0]
+    if t.loss not in _LOSSES[t.type]:
+        raise ValueError(f"{where}: loss={t.loss!r} does not fit type {t.type!r}; use one of "
+                         f"{list(_LOSSES[t.type])}.")
+    if t.metrics is None:
+        t.metrics = {"multiclass": ["acc", "f1"] + (["acc_top5"] if (t.num_classes or 0) > 5 else []),
+                     "binary": ["acc", "f1"], "regression": ["mae"]}[t.type]
+    bad = [m for m in t.metrics if m not in _METRICS[t.type]]
+    if bad:
+        raise ValueError(f"{where}: metric {bad[0]!r} is not available for type {t.type!r}; use some of "
+                         f"{list(_METRICS[t.type])}.")
+    if "acc_top5" in t.metrics and (t.num_classes or 0) <= 5:
+        raise ValueError(f"{where}: acc_top5 needs more than 5 classes, the task has {t.num_classes}; drop "
+                         "it.")
+    if not t.weight >= 0:
+        raise ValueError(f"{where}: weight={t.weight} must be >= 0.")
+    if t.weight != 1.0 and weighting != "fixed":
+        raise ValueError(f"{where}: weight={t.weight} is ignored by weighting={weighting!r}, which sets the "
+                         "weights "
+                         f"itself; drop weight or use weighting: fixed.")
+
+
+def _resolve_classes(t: Task, num_classes: int | None, where: str) -> None:
+    if t.type != "multiclass":
+        if t.num_classes is not None:
+            raise ValueError(f"{where}: num_classes={t.num_classes} is only for multiclass tasks; drop it "
+                             "for "
                              f"type {t.type!r}.")
-        t.loss = t.loss if t.loss is not None else _LOSSES[t.type][0]
-        if t.loss not in _LOSSES[t.type]:
-            raise ValueError(f"{where}: loss={t.loss!r} does not fit type {t.type!r}; use one of {list(_LOSSES[t.type])}.")
-        if t.metrics is None:
-            t.metrics = {"multiclass": ["acc", "f1"] + (["acc_top5"] if (t.num_classes or 0) > 5 else []),
-                         "binary": ["acc", "f1"], "regression": ["mae"]}[t.type]
-        bad = [m for m in t.metrics if m not in _METRICS[t.type]]
-        if bad:
-            raise ValueError(f"{where}: metric {bad[0]!r} is not available for type {t.type!r}; use some of "
-                             f"{list(_METRICS[t.type])}.")
-        if "acc_top5" in t.metrics and (t.num_classes or 0) <= 5:
-            raise ValueError(f"{where}: acc_top5 needs more than 5 classes, the task has {t.num_classes}; drop it.")
-        if not t.weight >= 0:
-            raise ValueError(f"{where}: weight={t.weight} must be >= 0.")
-        if t.weight != 1.0 and weighting != "fixed":
-            raise ValueError(f"{where}: weight={t.weight} is ignored by weighting={weighting!r}, which sets the weights "
-                             f"itself; drop weight or use weighting: fixed.")
-        out.append(t)
-    return out
+        return
+    if t.main and num_classes is not None:
+        if t.num_classes is not None and t.num_classes != num_classes:
+            raise ValueError(f"{where}: num_classes={t.num_classes} but the model's "
+                             f"num_classes={num_classes} "
+                             f"(linked from the data); drop the task's num_classes or make them equal.")
+        t.num_classes = num_classes
+    if t.num_classes is None or t.num_classes < 2:
+        raise ValueError(f"{where}: a multiclass task needs num_classes >= 2, got {t.num_classes}; set it "
+                         f"(the main task may take the model's num_classes instead).")
 
 
 def _metric(task: Task, key: str) -> Metric:
@@ -240,7 +260,8 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
             strength, a non-positive temperature, class names that do not fit the main task.
 
     Logged keys: ``{train,val,test}/loss`` (the weighted total), ``{stage}/<metric>`` for the main task
-    (``val/acc`` ... as ``ImageClassifier``), ``task/<name>/{stage}_loss`` and ``task/<name>/{stage}_<metric>``
+    (``val/acc`` ... as ``ImageClassifier``), ``task/<name>/{stage}_loss`` and
+    ``task/<name>/{stage}_<metric>``
     per task, ``task/<name>/weight`` (the factor in front of the task loss, per step) and
     ``task/<name>/sigma`` (uncertainty weighting), ``train/soft_sharing_penalty`` (soft sharing).
     """
@@ -269,26 +290,33 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
     ) -> None:
         super().__init__()
         if weighting not in ("fixed", "uncertainty", "dwa"):
-            raise ValueError(f"MultiTaskClassifier: weighting={weighting!r} is not one of 'fixed', 'uncertainty', 'dwa'.")
+            raise ValueError(f"MultiTaskClassifier: weighting={weighting!r} is not one of 'fixed', "
+                             "'uncertainty', 'dwa'.")
         if sharing not in ("hard", "soft"):
             raise ValueError(f"MultiTaskClassifier: sharing={sharing!r} is not one of 'hard', 'soft'.")
         if not dwa_temperature > 0:
-            raise ValueError(f"MultiTaskClassifier: dwa_temperature={dwa_temperature} must be > 0 (the paper uses 2).")
+            raise ValueError(f"MultiTaskClassifier: dwa_temperature={dwa_temperature} must be > 0 (the paper "
+                             "uses 2).")
         if uncertainty_lr is not None and (weighting != "uncertainty" or not uncertainty_lr > 0):
-            raise ValueError(f"MultiTaskClassifier: uncertainty_lr={uncertainty_lr} needs weighting='uncertainty' and "
+            raise ValueError(f"MultiTaskClassifier: uncertainty_lr={uncertainty_lr} needs "
+                             "weighting='uncertainty' and "
                              f"a value > 0; drop it or fix it.")
         if not soft_sharing_strength >= 0:
-            raise ValueError(f"MultiTaskClassifier: soft_sharing_strength={soft_sharing_strength} must be >= 0.")
+            raise ValueError(f"MultiTaskClassifier: soft_sharing_strength={soft_sharing_strength} must be >= "
+                             "0.")
         resolved = resolve_tasks(tasks, num_classes, weighting)
         if sharing == "soft" and len(resolved) < 2:
-            raise ValueError(f"MultiTaskClassifier: sharing='soft' with {len(resolved)} task; soft sharing needs two "
+            raise ValueError(f"MultiTaskClassifier: sharing='soft' with {len(resolved)} task; soft sharing "
+                             "needs two "
                              f"or more tasks (one encoder each), or use sharing: hard.")
         main = next(t for t in resolved if t.main)
         if class_names is not None and len(class_names) != main.num_classes:
-            raise ValueError(f"MultiTaskClassifier: {len(class_names)} class_names for the main task {main.name!r} with "
+            raise ValueError(f"MultiTaskClassifier: {len(class_names)} class_names for the main task "
+                             f"{main.name!r} with "
                              f"{main.num_classes} classes; give one name per class.")
         self.save_hyperparameters({  # every argument but the optimizer / scheduler factories
-            # tasks as plain dicts, so checkpoints load with torch.load(weights_only=True); num_classes resolved
+            # tasks as plain dicts, so checkpoints load with torch.load(weights_only=True); num_classes
+            # resolved
             "tasks": [asdict(t) if isinstance(t, Task) else dict(t) for t in tasks] if tasks is not None else None,
             "encoder": encoder, "num_classes": main.num_classes, "pretrained": pretrained, "in_chans": in_chans,
             "weighting": weighting, "dwa_temperature": dwa_temperature, "uncertainty_lr": uncertainty_lr,
@@ -333,7 +361,8 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         for stage in ("train", "val", "test"):
             per_task = {t.name: MetricCollection({k: _metric(t, k) for k in t.metrics}, compute_groups=False,
                                                  prefix=f"task/{t.name}/{stage}_") for t in resolved}
-            # The main task's metrics again under {stage}/ (ModelCheckpoint monitors val/acc). compute_groups=False:
+            # The main task's metrics again under {stage}/ (ModelCheckpoint monitors val/acc).
+            # compute_groups=False:
             # state sharing once reported a wrong macro F1 (see ImageClassifier).
             per_task["_main"] = MetricCollection({k: _metric(main, k) for k in main.metrics}, compute_groups=False,
                                                  prefix=f"{stage}/")
@@ -424,8 +453,10 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         if self.auxiliary_dropped:
-            raise ValueError("MultiTaskClassifier: the auxiliary heads were dropped (drop_auxiliary_heads); only "
-                             "forward / predict work now. Reload the checkpoint to train or evaluate all tasks.")
+            raise ValueError("MultiTaskClassifier: the auxiliary heads were dropped (drop_auxiliary_heads); "
+                             "only "
+                             "forward / predict work now. Reload the checkpoint to train or evaluate all "
+                             "tasks.")
         x = batch[0]
         targets = self._targets(batch)
         outputs = self.forward_tasks(x)
@@ -494,16 +525,19 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         names = list(names)
         missing = [t.name for t in self.tasks if t.name not in names]
         if missing:
-            raise ValueError(f"MultiTaskClassifier: tasks {missing} have no column in the data, whose targets are "
+            raise ValueError(f"MultiTaskClassifier: tasks {missing} have no column in the data, whose "
+                             "targets are "
                              f"{names}; rename the tasks to data columns.")
         if names[0] != self.main_task:
-            raise ValueError(f"MultiTaskClassifier: the main task is {self.main_task!r} but the data's labels "
+            raise ValueError(f"MultiTaskClassifier: the main task is {self.main_task!r} but the data's "
+                             "labels "
                              f"(num_classes / class_names, linked into the model) are {names[0]!r}; make "
                              f"{names[0]!r} the main task or change the data's label column.")
         classes = getattr(datamodule, "task_num_classes", {}) or {}
         for t in self.tasks:
             if t.type == "multiclass" and classes.get(t.name) not in (None, t.num_classes):
-                raise ValueError(f"MultiTaskClassifier: task {t.name!r} has num_classes={t.num_classes} but its data "
+                raise ValueError(f"MultiTaskClassifier: task {t.name!r} has num_classes={t.num_classes} but "
+                                 "its data "
                                  f"column has {classes[t.name]} classes; set num_classes: {classes[t.name]}.")
         self._columns = {t.name: names.index(t.name) for t in self.tasks}
 

@@ -31,7 +31,8 @@ validation), :mod:`~lightkit.search.rules` (narrowing and border warnings: pure,
 :mod:`~lightkit.search.result` (what a search returns), :mod:`~lightkit.search.trial` (one fit and its
 :class:`TrialMonitor`), :mod:`~lightkit.search.optuna_glue` (storage, seeded sampler, orphaned trials),
 :mod:`~lightkit.search.report` (files, plots, W&B summary) and :mod:`~lightkit.search.stages` (the stage
-loop, :func:`run_search`). Each module imports only modules listed before it (``tests/test_search.py`` checks it).
+loop, :func:`run_search`). Each module imports only modules listed before it (``tests/test_search.py`` checks
+it).
 """
 
 import importlib

@@ -51,19 +51,24 @@ class Param:
     def check(self, key: str) -> None:
         """Raise :class:`SearchError` naming ``key`` when the definition is invalid."""
         if self.type not in _PARAM_TYPES:
-            raise SearchError(f"search: space.{key}.type={self.type!r} is not a distribution; use one of {list(_PARAM_TYPES)}.")
+            raise SearchError(f"search: space.{key}.type={self.type!r} is not a distribution; use one of "
+                              f"{list(_PARAM_TYPES)}.")
         if self.type == "categorical":
             if not self.choices:
-                raise SearchError(f"search: space.{key} is categorical but has no choices; give choices: [a, b, ...].")
+                raise SearchError(f"search: space.{key} is categorical but has no choices; give choices: [a, "
+                                  "b, ...].")
             return
         if self.low is None or self.high is None:
-            raise SearchError(f"search: space.{key} ({self.type}) needs low and high, e.g. {{type: {self.type}, low: ..., high: ...}}.")
+            raise SearchError(f"search: space.{key} ({self.type}) needs low and high, e.g. {{type: "
+                              f"{self.type}, low: ..., high: ...}}.")
         if not self.low < self.high:
             raise SearchError(f"search: space.{key} has low={self.low} >= high={self.high}; give low < high.")
         if self.is_log and self.low <= 0:
-            raise SearchError(f"search: space.{key} is log-scaled but low={self.low} <= 0; give low > 0 (e.g. 1e-5).")
+            raise SearchError(f"search: space.{key} is log-scaled but low={self.low} <= 0; give low > 0 "
+                              "(e.g. 1e-5).")
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-            raise SearchError(f"search: space.{key} is int but low={self.low}, high={self.high} are not whole numbers.")
+            raise SearchError(f"search: space.{key} is int but low={self.low}, high={self.high} are not "
+                              "whole numbers.")
 
     def to_scale(self, value: float) -> float:
         """The value on the axis the parameter is sampled on (log10 for log parameters)."""
@@ -178,25 +183,30 @@ class SearchConfig:
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in self.stages]
         if not self.space:
             raise SearchError("search: space is empty; name at least one fit-config key, e.g. "
-                              "model.init_args.optimizer.init_args.lr: {type: loguniform, low: 1e-5, high: 1e-1}.")
+                              "model.init_args.optimizer.init_args.lr: {type: loguniform, low: 1e-5, high: "
+                              "1e-1}.")
         for key, param in self.space.items():
             param.check(key)
         if (self.base_config is None) == (self.base is None):
-            raise SearchError("search: give exactly one of base_config (a fit config path) and base (the fit config "
+            raise SearchError("search: give exactly one of base_config (a fit config path) and base (the fit "
+                              "config "
                               "embedded); got " + ("both." if self.base is not None else "neither."))
         for path in self.base_paths():
             if not Path(path).is_file():
-                raise SearchError(f"search: base_config {path!r} does not exist; give the path of a fit config "
+                raise SearchError(f"search: base_config {path!r} does not exist; give the path of a fit "
+                                  "config "
                                   f"(e.g. configs/quickstart.yaml) or embed the config under base:.")
         if not self.stages:
             raise SearchError("search: stages is empty; give at least one stage with n_trials > 0.")
         for i, stage in enumerate(self.stages):
             if (stage.n_trials > 0) == (stage.retrain_top > 0):
-                raise SearchError(f"search: stage {stage.name!r} needs exactly one of n_trials > 0 (sample) and "
+                raise SearchError(f"search: stage {stage.name!r} needs exactly one of n_trials > 0 (sample) "
+                                  "and "
                                   f"retrain_top > 0 (retrain the best); got n_trials={stage.n_trials}, "
                                   f"retrain_top={stage.retrain_top}.")
             if i == 0 and (stage.retrain_top or stage.narrow_top_k):
-                raise SearchError(f"search: the first stage {stage.name!r} has nothing to narrow or retrain; give it "
+                raise SearchError(f"search: the first stage {stage.name!r} has nothing to narrow or retrain; "
+                                  "give it "
                                   f"n_trials and narrow_top_k: 0.")
             if stage.max_epochs < 1:
                 raise SearchError(f"search: stage {stage.name!r} max_epochs={stage.max_epochs} must be >= 1.")
@@ -204,7 +214,8 @@ class SearchConfig:
         if len(set(names)) != len(names):
             raise SearchError(f"search: stage names {names} repeat; give each stage its own name.")
         if not 0 < self.border_fraction < 0.5:
-            raise SearchError(f"search: border_fraction={self.border_fraction} must be in (0, 0.5); 0.15 is the default.")
+            raise SearchError(f"search: border_fraction={self.border_fraction} must be in (0, 0.5); 0.15 is "
+                              "the default.")
 
     def base_paths(self) -> list[str]:
         if self.base_config is None:

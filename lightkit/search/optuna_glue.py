@@ -141,7 +141,9 @@ def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> None:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
-        log.warning(f"search: trial {trial.number} of {study.study_name} was started {(now - trial.datetime_start).seconds} s "
-                    f"ago by a worker that died before running it; failed and queued again with its parameters.")
+        log.warning(f"search: trial {trial.number} of {study.study_name} was started "
+                    f"{(now - trial.datetime_start).seconds} s "
+                    "ago by a worker that died before running it; failed and queued again with its "
+                    "parameters.")
         retry(study, study.get_trials(deepcopy=True)[trial.number])
 

@@ -1,4 +1,5 @@
-"""Outputs of a search: ``trials.csv``, ``summary.json``, the trial table, the PNG plots and the W&B study summary.
+"""Outputs of a search: ``trials.csv``, ``summary.json``, the trial table, the PNG plots and the W&B study
+summary.
 
 Reads a finished :class:`~lightkit.search.result.SearchResult`; imports nothing of the stage loop, which
 calls :func:`write_outputs` at its end.

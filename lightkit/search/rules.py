@@ -55,7 +55,8 @@ class BorderWarning:
 
     def message(self) -> str:
         kind = "loguniform" if self.log else "range"
-        return (f"search: stage {self.stage!r}: best {self.key}={self.best:.4g} lies at the {self.edge} edge of "
+        return (f"search: stage {self.stage!r}: best {self.key}={self.best:.4g} lies at the {self.edge} edge "
+                "of "
                 f"[{self.low:.4g}, {self.high:.4g}] ({kind}); the optimum may lie outside: widen it to "
                 f"low: {self.suggested_low:.4g}, high: {self.suggested_high:.4g}.")
 

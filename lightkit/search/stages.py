@@ -99,8 +99,10 @@ def _stage_space(config: SearchConfig, index: int, previous: list[Any], prev_spa
         return dict(config.space)
     top = previous[: stage.narrow_top_k]
     if not top:
-        raise SearchError(f"search: stage {stage.name!r} narrows around the best trials of the previous stage, "
-                          f"but it has no completed trial; give the previous stage more n_trials or a looser pruner.")
+        raise SearchError(f"search: stage {stage.name!r} narrows around the best trials of the previous "
+                          "stage, "
+                          "but it has no completed trial; give the previous stage more n_trials or a looser "
+                          "pruner.")
     return {k: narrow(p, [t.params[k] for t in top if k in t.params], config.narrow_margin, within=config.space[k])
             for k, p in prev_space.items()}
 
@@ -215,7 +217,8 @@ def run_search(config: SearchConfig, console: Any | None = None) -> SearchResult
         storage = _storage(config)
         studies, summaries, all_warnings = [], [], []
         space, candidates = dict(config.space), []
-        columns = (TextColumn("search {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (TextColumn("search "
+                              "{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             for index, stage in enumerate(config.stages):
                 ts = time.perf_counter()

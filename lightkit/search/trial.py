@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
@@ -31,7 +32,8 @@ class TrialMonitor(Callback):
 
     Why not optuna-integration's ``PyTorchLightningPruningCallback`` (on ``lightning.pytorch`` since
     2023): it reports at ``step=current_epoch``, so the several validations per epoch of a stage with
-    ``trainer.val_check_interval < 1`` land on one step and Optuna keeps only the first; it only warns when the
+    ``trainer.val_check_interval < 1`` land on one step and Optuna keeps only the first; it only warns when
+    the
     metric is missing, where a search should stop with the logged names; it does not look at the
     training loss, so a diverged trial runs to its next validation; and it would add a dependency for
     these few lines.
@@ -58,8 +60,10 @@ class TrialMonitor(Callback):
         value = trainer.callback_metrics.get(self.metric)
         if value is None:
             logged = sorted(k for k in trainer.callback_metrics if k.startswith("val"))
-            raise SearchError(f"search: metric {self.metric!r} was not logged at validation (logged: {logged}); "
-                              f"set metric to one of them, and keep a validation split (data val_fraction > 0).")
+            raise SearchError(f"search: metric {self.metric!r} was not logged at validation (logged: "
+                              f"{logged}); "
+                              "set metric to one of them, and keep a validation split (data val_fraction > "
+                              "0).")
         value = float(value)
         if not math.isfinite(value):
             raise _Diverged(f"{self.metric}={value} at step {trainer.global_step}")
@@ -69,7 +73,8 @@ class TrialMonitor(Callback):
 
             self.trial.report(value, step=len(self.values) - 1)
             if self.trial.should_prune():
-                raise optuna.TrialPruned(f"{self.metric}={value:.4g} below the median at validation {len(self.values)}")
+                raise optuna.TrialPruned(f"{self.metric}={value:.4g} below the median at validation "
+                                         f"{len(self.values)}")
 
 
 @dataclass
@@ -126,17 +131,20 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def _parse_or_raise(build: Callable[[], Any], what: str) -> Any:
-    """Run a LightningCLI parse; turn its usage-and-exit into a one-line :class:`SearchError`."""
+    """Run a LightningCLI parse; turn its error (an ``ArgumentError``, or a usage-and-exit from a parser
+    that exits on error) into a one-line :class:`SearchError`."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
             return build()
+    except argparse.ArgumentError as exc:
+        detail = " ".join(str(exc).split())[:400]
     except SystemExit as exc:
         lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "error:" in ln), lines[-1] if lines else f"exit {exc.code}")
         detail = " ".join(lines[lines.index(detail):])[:400] if detail in lines else detail
-        raise SearchError(f"search: the fit config rejects {what}: {detail} -- check the key against "
-                          f"`python cli.py fit --config <base> --print_config`.") from None
+    raise SearchError(f"search: the fit config rejects {what}: {detail} -- check the key against "
+                      f"`python cli.py fit --config <base> --print_config`.") from None
 
 
 def fit_trial(config: SearchConfig, params: dict[str, Any], stage: Stage, trial_dir: Path,
@@ -174,7 +182,8 @@ def fit_trial(config: SearchConfig, params: dict[str, Any], stage: Stage, trial_
     value = pick(monitor.values) if monitor.values and status == "complete" else None
     if status == "complete" and value is None:
         raise SearchError(f"search: the trial in {trial_dir} finished without a validation; the metric "
-                          f"{config.metric!r} needs validation (trainer.limit_val_batches > 0, check_val_every_n_epoch <= max_epochs).")
+                          f"{config.metric!r} needs validation (trainer.limit_val_batches > 0, "
+                          "check_val_every_n_epoch <= max_epochs).")
     if not config.keep_checkpoints and stage.retrain_top == 0:
         for ckpt in trial_dir.rglob("*.ckpt"):
             ckpt.unlink()

@@ -201,9 +201,11 @@ def test_save_before_anything_recorded(callback: Any, tmp_path: Path) -> None:
     ("name", "kwargs", "match"),
     [
         ("ActivationMonitor", {"layers": "enc(oder"},
-         r"ActivationMonitor: layers='enc\(oder' is not a valid regex \(missing \), .*\); use 'activations' or fix"),
+         r"ActivationMonitor: layers='enc\(oder' is not a valid regex \(missing \), .*\); use 'activations' "
+         r"or fix"),
         ("GradientMonitor", {"params": "[head"},
-         r"GradientMonitor: params='\[head' is not a valid regex .*; use 'weights', 'all' or fix the pattern"),
+         r"GradientMonitor: params='\[head' is not a valid regex .*; use 'weights', 'all' or fix the "
+         r"pattern"),
         ("Diagnose", {"layers": "*relu"}, r"Diagnose: layers='\*relu' is not a valid regex .*; use 'activations' or fix the pattern"),
     ],
 )

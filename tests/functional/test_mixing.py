@@ -113,8 +113,10 @@ def test_cutmix_random_lam_matches_box() -> None:
         (lambda: one_hot_smooth(torch.zeros(2, 4), 3), r"targets of shape \(2, 4\); give class indices"),
         (lambda: sample_lam(0.0), "alpha=0.0 must be > 0"),
         (lambda: mixup_batch(*_batch(2), 3, lam=1.5), r"lam=1.5 must be in \[0, 1\]"),
-        (lambda: mixup_batch(*_batch(2), 3, lam=0.5, index=torch.tensor([0])), r"index of shape \(1,\) for a batch of 2"),
-        (lambda: cutmix_batch(torch.ones(2, 4), torch.tensor([0, 1]), 3, lam=0.5), r"give images \(N, C, H, W\)"),
+        (lambda: mixup_batch(*_batch(2), 3, lam=0.5, index=torch.tensor([0])), r"index of shape \(1,\) for a "
+                                                                               r"batch of 2"),
+        (lambda: cutmix_batch(torch.ones(2, 4), torch.tensor([0, 1]), 3, lam=0.5), r"give images \(N, C, H, "
+                                                                                   r"W\)"),
     ],
 )
 def test_errors(call, match: str) -> None:

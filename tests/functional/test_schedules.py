@@ -146,7 +146,8 @@ def test_one_cycle_momentum_matches_torch_and_is_inverse(anneal: str) -> None:
         (lambda: S.one_cycle(0, total_steps=3, pct_start=0.3), r"leaves no rising phase"),
         (lambda: S.one_cycle(0, total_steps=100, div_factor=0.5), r"div_factor=0.5 .* must be >= 1"),
         (lambda: S.one_cycle(0, total_steps=100, anneal="exp"), r"anneal='exp' is not one of"),
-        (lambda: S.one_cycle_momentum(0, total_steps=100, base_momentum=0.96), r"base_momentum \(0.96\) <= max_momentum"),
+        (lambda: S.one_cycle_momentum(0, total_steps=100, base_momentum=0.96), r"base_momentum \(0.96\) <= "
+                                                                               r"max_momentum"),
         (lambda: S.with_warmup(S.constant, -1), r"warmup_steps=-1 must be >= 0"),
         (lambda: S.with_warmup(S.constant, 5, start_factor=2.0), r"start_factor=2.0 must be in \[0, 1\]"),
     ],
@@ -189,7 +190,8 @@ def test_combine_runs_phases_in_order_and_holds_the_last() -> None:
         (lambda: S.anneal(1, 5, shape="step"), r"anneal: shape='step' is not one of 'cos', 'linear', 'exp'"),
         (lambda: S.cosine(1, 0), r"cosine: total_steps=0 must be > 0"),
         (lambda: S.combine([5], []), r"combine: 1 lengths for 0 schedules"),
-        (lambda: S.combine([5, 0], [S.constant, S.constant]), r"combine: lengths=\[5.0, 0.0\] must all be > 0"),
+        (lambda: S.combine([5, 0], [S.constant, S.constant]), r"combine: lengths=\[5.0, 0.0\] must all be > "
+                                                              r"0"),
         (lambda: S.combine([5], [S.constant])(-1), r"combine: step=-1 must be >= 0"),
     ],
 )
