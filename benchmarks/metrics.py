@@ -46,7 +46,9 @@ class LeanClassificationMetric(Metric):
         super().__init__()
         self.num_classes, self.figure = num_classes, figure
         if figure == "f1":
-            self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state(
+                "confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
+            )
         else:
             self.add_state("correct", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
             self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
@@ -97,7 +99,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def per_update_ms(metrics: MetricCollection, data: list[tuple[torch.Tensor, torch.Tensor]], device: str) -> float:
+def per_update_ms(
+    metrics: MetricCollection, data: list[tuple[torch.Tensor, torch.Tensor]], device: str
+) -> float:
     metrics.reset()
     _sync(device)
     t0 = time.perf_counter()
@@ -137,7 +141,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--train_steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (kernels synchronized at the end of each timing)")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (kernels synchronized at the end of each timing)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")

@@ -35,7 +35,8 @@ def unbound_parameters(factory: Any) -> set[str]:
 
 def _parameters(target: Any) -> set[str]:
     """Named parameters of ``target``; a class's ``**kwargs`` is followed into its bases' ``__init__``, as
-    jsonargparse does for ``super().__init__(..., **kwargs)`` (lightkit's schedulers forward their shared tail so)."""
+    jsonargparse does for ``super().__init__(..., **kwargs)`` (lightkit's schedulers forward their shared
+    tail so)."""
     if not inspect.isclass(target):
         return set(inspect.signature(target).parameters)
     names: set[str] = set()
@@ -43,7 +44,9 @@ def _parameters(target: Any) -> set[str]:
         if "__init__" not in vars(cls):
             continue
         params = inspect.signature(vars(cls)["__init__"]).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        names |= {
+            p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+        }
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return names

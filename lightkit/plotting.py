@@ -51,12 +51,20 @@ def new_figure(width: float, height: float, layout: Literal["fixed", "constraine
     fig = Figure(figsize=(width, height), layout="constrained" if layout == "constrained" else None)
     FigureCanvasAgg(fig)
     if layout == "fixed":
-        fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 0.4 / height,
-                            hspace=hspace, wspace=0.25)
+        fig.subplots_adjust(
+            left=0.8 / width,
+            right=1 - 0.2 / width,
+            bottom=0.6 / height,
+            top=1 - 0.4 / height,
+            hspace=hspace,
+            wspace=0.25,
+        )
     return fig
 
 
-def axes_grid(n: int, max_cols: int = 3, panel: tuple[float, float] = (4.2, 3.4)) -> tuple[Figure, list[Axes]]:
+def axes_grid(
+    n: int, max_cols: int = 3, panel: tuple[float, float] = (4.2, 3.4)
+) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure with ``n`` panels, at most ``max_cols`` per row (unused cells hidden).
 
     Raises:

@@ -41,12 +41,18 @@ class FitSnapshot:
         optimizer: the optimizer whose state (moments, step counts, param-group values) is copied.
     """
 
-    def __init__(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         self.pl_module, self.optimizer = pl_module, optimizer
         self.model = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}  # weights + BN stats
-        self.grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in pl_module.parameters()]
+        self.grads = [
+            (p, None if p.grad is None else p.grad.detach().clone()) for p in pl_module.parameters()
+        ]
         self.optim = copy.deepcopy(optimizer.state_dict())
-        self.schedulers = [(c.scheduler, copy.deepcopy(c.scheduler.state_dict())) for c in trainer.lr_scheduler_configs]
+        self.schedulers = [
+            (c.scheduler, copy.deepcopy(c.scheduler.state_dict())) for c in trainer.lr_scheduler_configs
+        ]
         self.rng = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
                     torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
         self.generators = [(g, g.get_state()) for g in loader_generators(trainer.train_dataloader)]
@@ -76,7 +82,9 @@ class FitSnapshot:
 
 
 @contextlib.contextmanager
-def restored(trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> Iterator[FitSnapshot]:
+def restored(
+    trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+) -> Iterator[FitSnapshot]:
     """Snapshot on entry, restore on exit (also when the body raises)."""
     snapshot = FitSnapshot(trainer, pl_module, optimizer)
     try:
@@ -88,7 +96,13 @@ def restored(trainer: Trainer, pl_module: LightningModule, optimizer: torch.opti
 def loader_generators(loaders: Any) -> list[torch.Generator]:
     """The ``torch.Generator``\\ s a loader (or a list/dict of them) draws its order from."""
     found: list[torch.Generator] = []
-    items = loaders.values() if isinstance(loaders, dict) else loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    items = (
+        loaders.values()
+        if isinstance(loaders, dict)
+        else loaders
+        if isinstance(loaders, (list, tuple))
+        else [loaders]
+    )
     for loader in items:
         if not isinstance(loader, DataLoader):
             continue

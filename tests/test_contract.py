@@ -39,11 +39,15 @@ def _ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_a
 # Arguments a callback cannot do without, and why. Everything else builds from its defaults.
 MINIMAL: dict[str, dict[str, Any]] = {
     "SaveEncoder": {"path": "{tmp}/encoder.safetensors"},  # where to write has no sensible default
-    "RawSafeWeightAveraging": {"multi_avg_fn": _ema_update},  # the base of EMA / SWA: the average is its argument
+    "RawSafeWeightAveraging": {
+        "multi_avg_fn": _ema_update
+    },  # the base of EMA / SWA: the average is its argument
 }
 # What a module lightkit did not write must name, because lightkit cannot know it.
 FOREIGN: dict[str, dict[str, Any]] = {
-    "FineTune": {"groups": {"trunk": ["trunk"], "classifier": ["classifier"]}},  # no layer_groups(): name them
+    "FineTune": {
+        "groups": {"trunk": ["trunk"], "classifier": ["classifier"]}
+    },  # no layer_groups(): name them
     "MixUpCutMix": {"num_classes": NUM_CLASSES},  # no hparams.num_classes to read
 }
 # Callbacks that do not meet the contract yet, and why (strict: the entry must go when the fix lands).
@@ -79,12 +83,20 @@ def _build(name: str, tmp_path: Path, short: bool = True, foreign: bool = False)
 
 
 class ForeignNet(LightningModule):
-    """A module lightkit did not write: plain torch layers under its own names, its own optimizer, its own keys."""
+    """A module lightkit did not write: plain torch layers under its own names, its own optimizer, its own
+    keys."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                   nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.classifier = nn.Linear(8, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,16 +123,28 @@ class ForeignNet(LightningModule):
 
 def _loader(n: int, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    data = TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g))
+    data = TensorDataset(
+        torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    )
     return DataLoader(data, batch_size=4)
 
 
 def _fit(callback: Callback, root: Path) -> Trainer:
     torch.manual_seed(0)
-    trainer = Trainer(accelerator="cpu", max_steps=6, limit_val_batches=1, num_sanity_val_steps=0,
-                      val_check_interval=2, check_val_every_n_epoch=None, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-                      callbacks=[callback])
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=6,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=[callback],
+    )
     trainer.fit(ForeignNet(), _loader(24, 0), _loader(8, 1))
     return trainer
 
@@ -144,7 +168,9 @@ def test_discovery_finds_every_callback() -> None:
     assert len(NAMES) >= 19 and len(set(NAMES)) == len(NAMES)
     for name in NAMES:
         assert issubclass(getattr(lightkit.callbacks, name), Callback), name
-    assert set(MINIMAL) | set(SHORT) | set(NO_YAML) | set(FOREIGN) | set(PENDING) <= set(NAMES), "an entry names no callback"
+    assert set(MINIMAL) | set(SHORT) | set(NO_YAML) | set(FOREIGN) | set(PENDING) <= set(NAMES), (
+        "an entry names no callback"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -152,7 +178,9 @@ def test_builds_from_defaults_or_the_documented_minimum(name: str, tmp_path: Pat
     cls = getattr(lightkit.callbacks, name)
     required = {p.name for p in inspect.signature(cls).parameters.values()
                 if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    assert required == set(MINIMAL.get(name, {})), f"{name}: required arguments {sorted(required)}; document them in MINIMAL"
+    assert required == set(MINIMAL.get(name, {})), (
+        f"{name}: required arguments {sorted(required)}; document them in MINIMAL"
+    )
     assert isinstance(_build(name, tmp_path, short=False), cls)
 
 
@@ -168,7 +196,9 @@ def test_fits_a_foreign_module_twice_pickles_and_round_trips_state(name: str, tm
         trainer = _fit(callback, tmp_path / run)
         assert trainer.global_step > 0 and trainer.state.finished, f"{name}: {run} fit did not finish"
     state = callback.state_dict()
-    clone = pickle.loads(pickle.dumps(callback))  # after a fit too (checkpointing, ddp_spawn pickle callbacks)
+    clone = pickle.loads(
+        pickle.dumps(callback)
+    )  # after a fit too (checkpointing, ddp_spawn pickle callbacks)
     assert _plain(clone.state_dict()) == _plain(state)
     fresh = _build(name, tmp_path, foreign=True)
     fresh.load_state_dict(copy.deepcopy(state))

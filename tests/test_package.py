@@ -30,7 +30,9 @@ def test_every_exported_name_is_itself(module: ModuleType) -> None:
         obj = getattr(module, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__name__ == name, f"{module.__name__}.{name} is {obj.__module__}.{obj.__name__}"
-            assert obj.__module__.startswith("lightkit."), f"{module.__name__}.{name} comes from {obj.__module__}"
+            assert obj.__module__.startswith("lightkit."), (
+                f"{module.__name__}.{name} comes from {obj.__module__}"
+            )
     if "__dir__" in vars(module):  # the lazy packages list exactly their exports
         assert set(dir(module)) == set(module.__all__)
 
@@ -40,13 +42,18 @@ def test_functional_reexports_every_public_function() -> None:
     for info in pkgutil.iter_modules(lightkit.functional.__path__):
         sub = importlib.import_module(f"lightkit.functional.{info.name}")
         missing = [n for n in sub.__all__ if table.get(n) != info.name]
-        assert not missing, f"lightkit.functional does not re-export {info.name}.{missing}: add them to _EXPORTS"
+        assert not missing, (
+            f"lightkit.functional does not re-export {info.name}.{missing}: add them to _EXPORTS"
+        )
     for name, sub in table.items():
-        assert name in importlib.import_module(f"lightkit.functional.{sub}").__all__, f"{name} is not public in {sub}"
+        assert name in importlib.import_module(f"lightkit.functional.{sub}").__all__, (
+            f"{name} is not public in {sub}"
+        )
 
 
 def test_every_callback_class_is_exported() -> None:
-    """The contract suite discovers callbacks through lightkit.callbacks.__all__: one left out goes unchecked."""
+    """The contract suite discovers callbacks through lightkit.callbacks.__all__: one left out goes
+    unchecked."""
     exported = {getattr(lightkit.callbacks, n) for n in lightkit.callbacks.__all__}
     for info in pkgutil.iter_modules(lightkit.callbacks.__path__):
         if info.name.startswith("_"):
@@ -55,7 +62,9 @@ def test_every_callback_class_is_exported() -> None:
         for name, obj in vars(sub).items():
             if (inspect.isclass(obj) and issubclass(obj, Callback) and obj.__module__ == sub.__name__
                     and not name.startswith("_")):
-                assert obj in exported, f"lightkit.callbacks.{info.name}.{name} is not in lightkit.callbacks.__all__"
+                assert obj in exported, (
+                    f"lightkit.callbacks.{info.name}.{name} is not in lightkit.callbacks.__all__"
+                )
 
 
 def test_callbacks_resolve_in_yaml_class_paths() -> None:

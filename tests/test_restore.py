@@ -20,7 +20,10 @@ def _state(trainer: Trainer, model: LightningModule) -> dict[str, Any]:
     return {
         "model": {k: v.clone() for k, v in model.state_dict().items()},
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "optim": {k: {n: (t.clone() if torch.is_tensor(t) else t) for n, t in v.items()} for k, v in opt.state_dict()["state"].items()},
+        "optim": {
+            k: {n: (t.clone() if torch.is_tensor(t) else t) for n, t in v.items()}
+            for k, v in opt.state_dict()["state"].items()
+        },
         "lrs": [g["lr"] for g in opt.param_groups],
         "rng": (torch.rand(3), np.random.rand(3), random.random()),
         "metrics": [{k: v.clone() for k, v in m.metric_state.items()} for m in module_metrics(model)],
@@ -47,13 +50,19 @@ class Detour(Callback):
         self.before: dict[str, Any] | None = None
         self.after: dict[str, Any] | None = None
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step != 2 or self.before is not None:
             return
         opt = trainer.optimizers[0]
         rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
         self.before = _state(trainer, pl_module)
-        torch.set_rng_state(rng[0]), np.random.set_state(rng[1]), random.setstate(rng[2])  # _state drew numbers
+        (
+            torch.set_rng_state(rng[0]),
+            np.random.set_state(rng[1]),
+            random.setstate(rng[2]),
+        )  # _state drew numbers
         with restored(trainer, pl_module, opt) as snapshot:
             assert isinstance(snapshot, FitSnapshot)
             for g in opt.param_groups:
@@ -74,7 +83,9 @@ def test_restored_puts_back_every_state(tmp_path: Path) -> None:
                       callbacks=[detour], limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(tiny_model(), tiny_loader(16))
     assert detour.before is not None and detour.after is not None
-    assert any(m for m in detour.before["metrics"]) and detour.before["optim"], "nothing to restore: test too weak"
+    assert any(m for m in detour.before["metrics"]) and detour.before["optim"], (
+        "nothing to restore: test too weak"
+    )
     for key in detour.before:
         assert _equal(detour.before[key], detour.after[key]), key
 

@@ -1,4 +1,5 @@
-"""lightkit.lr_schedulers: same oracle as the functional form, per-group ratios, warmup, momentum, resume, errors."""
+"""lightkit.lr_schedulers: same oracle as the functional form, per-group ratios, warmup, momentum, resume,
+errors."""
 
 from __future__ import annotations
 
@@ -50,25 +51,55 @@ def _run(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[li
 CASES: dict[str, tuple[type, dict[str, Any], S.Schedule]] = {
     "constant": (L.Constant, {}, S.constant),
     "step": (L.StepDecay, {"step_size": "2ep", "gamma": 0.5}, partial(S.step_decay, step_size=20, gamma=0.5)),
-    "multistep": (L.MultiStep, {"milestones": [0.5, "4ep", 55]}, partial(S.multistep, milestones=[30, 40, 55])),
+    "multistep": (
+        L.MultiStep,
+        {"milestones": [0.5, "4ep", 55]},
+        partial(S.multistep, milestones=[30, 40, 55]),
+    ),
     "linear": (L.Linear, {"final_factor": 0.1}, partial(S.linear, total_steps=T, final_factor=0.1)),
     "inverse_sqrt": (L.InverseSqrt, {"timescale": 15}, partial(S.inverse_sqrt, timescale=15)),
     "cosine": (L.Cosine, {}, partial(S.cosine, total_steps=T)),
-    "exponential": (L.Exponential, {"gamma": 0.5, "every": "1ep"}, partial(S.exponential, gamma=0.5, every=10)),
-    "sgdr": (L.SGDR, {"period": 0.1, "period_mult": 2, "peak_decay": 0.7}, partial(S.sgdr, period=6, period_mult=2, peak_decay=0.7)),
-    "cyclic": (L.Cyclic, {"step_size": 7, "mode": "triangular2"}, partial(S.cyclic, step_size=7, mode="triangular2")),
+    "exponential": (
+        L.Exponential,
+        {"gamma": 0.5, "every": "1ep"},
+        partial(S.exponential, gamma=0.5, every=10),
+    ),
+    "sgdr": (
+        L.SGDR,
+        {"period": 0.1, "period_mult": 2, "peak_decay": 0.7},
+        partial(S.sgdr, period=6, period_mult=2, peak_decay=0.7),
+    ),
+    "cyclic": (
+        L.Cyclic,
+        {"step_size": 7, "mode": "triangular2"},
+        partial(S.cyclic, step_size=7, mode="triangular2"),
+    ),
     "one_cycle": (L.OneCycle, {"pct_start": 0.25}, partial(S.one_cycle, total_steps=T, pct_start=0.25)),
     # warmup 0 -> 1 over 6 steps, cosine to 0.05 over 3 epochs, flat over a fifth of training, then held
-    "phases": (L.Phases, {"phases": [{"duration": 6, "start": 0.0, "end": 1.0, "shape": "linear"},
-                                     {"duration": "3ep", "start": 1.0, "end": 0.05},
-                                     {"duration": 0.2, "start": 0.05, "end": 0.05}]},
-               S.combine([6, 30, 12], [partial(S.anneal, total_steps=6, start=0.0, end=1.0, shape="linear"),
-                                       partial(S.anneal, total_steps=30, start=1.0, end=0.05),
-                                       partial(S.anneal, total_steps=12, start=0.05, end=0.05)])),
+    "phases": (
+        L.Phases,
+        {
+            "phases": [
+                {"duration": 6, "start": 0.0, "end": 1.0, "shape": "linear"},
+                {"duration": "3ep", "start": 1.0, "end": 0.05},
+                {"duration": 0.2, "start": 0.05, "end": 0.05},
+            ]
+        },
+        S.combine(
+            [6, 30, 12],
+            [
+                partial(S.anneal, total_steps=6, start=0.0, end=1.0, shape="linear"),
+                partial(S.anneal, total_steps=30, start=1.0, end=0.05),
+                partial(S.anneal, total_steps=12, start=0.05, end=0.05),
+            ],
+        ),
+    ),
 }
 
 
-def _make(key: str, opt: torch.optim.Optimizer | None = None, **extra: Any) -> torch.optim.lr_scheduler.LRScheduler:
+def _make(
+    key: str, opt: torch.optim.Optimizer | None = None, **extra: Any
+) -> torch.optim.lr_scheduler.LRScheduler:
     cls, kwargs, _ = CASES[key]
     return cls(opt or _optimizer(), **{**kwargs, **extra}, total_steps=T, steps_per_epoch=SPE)
 
@@ -112,7 +143,11 @@ def test_one_cycle_cycles_momentum_inversely(kind: str) -> None:
             s.step()
     first = [m[0] if kind == "sgd" else m[0][0] for m in moms]
     assert first == pytest.approx([m[0] if kind == "sgd" else m[0][0] for m in ref], abs=1e-12)
-    assert first[0] == pytest.approx(0.95) and min(first) == pytest.approx(0.85, abs=1e-3) and first[-1] == pytest.approx(0.95, abs=1e-3)
+    assert (
+        first[0] == pytest.approx(0.95)
+        and min(first) == pytest.approx(0.85, abs=1e-3)
+        and first[-1] == pytest.approx(0.95, abs=1e-3)
+    )
     assert all(m[0] == m[1] for m in moms)  # every group
     if kind == "adamw":
         assert all(m[0][1] == 0.99 for m in moms)  # beta2 untouched
@@ -137,12 +172,17 @@ def test_cycle_momentum_off_leaves_momentum() -> None:
 
 
 def test_durations_in_steps_fraction_and_epochs_agree() -> None:
-    runs = [_run(L.StepDecay(_optimizer(), step_size=s, total_steps=T, steps_per_epoch=SPE), T) for s in (20, 1 / 3, "2ep")]
+    runs = [
+        _run(L.StepDecay(_optimizer(), step_size=s, total_steps=T, steps_per_epoch=SPE), T)
+        for s in (20, 1 / 3, "2ep")
+    ]
     assert runs[0] == runs[1] == runs[2]
 
 
 def test_epoch_interval_for_epoch_policies() -> None:
-    sched = L.StepDecay(_optimizer(), step_size=2, gamma=0.5, interval="epoch", total_steps=T, steps_per_epoch=SPE)
+    sched = L.StepDecay(
+        _optimizer(), step_size=2, gamma=0.5, interval="epoch", total_steps=T, steps_per_epoch=SPE
+    )
     assert sched.interval == "epoch"
     assert [r[0] for r in _run(sched, 6)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
     # a fraction of training counts epochs when stepping per epoch: 0.5 of 6 epochs = 3
@@ -184,15 +224,30 @@ def test_resume_restores_hyperparameters_from_the_checkpoint() -> None:
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda o: L.OneCycle(o, interval="epoch", total_steps=T), r"OneCycle: interval='epoch' .* Use interval: step"),
-        (lambda o: L.Cyclic(o, step_size=4, interval="epoch"), r"Cyclic: interval='epoch' .* per-step policy"),
-        (lambda o: L.Cosine(o, warmup=2, interval="epoch", total_steps=T, steps_per_epoch=SPE), r"Cosine: interval='epoch' would advance a warmup"),
-        (lambda o: L.Constant(o, interval="iteration"), r"interval='iteration' is not one of 'step', 'epoch'"),
+        (
+            lambda o: L.OneCycle(o, interval="epoch", total_steps=T),
+            r"OneCycle: interval='epoch' .* Use interval: step",
+        ),
+        (
+            lambda o: L.Cyclic(o, step_size=4, interval="epoch"),
+            r"Cyclic: interval='epoch' .* per-step policy",
+        ),
+        (
+            lambda o: L.Cosine(o, warmup=2, interval="epoch", total_steps=T, steps_per_epoch=SPE),
+            r"Cosine: interval='epoch' would advance a warmup",
+        ),
+        (
+            lambda o: L.Constant(o, interval="iteration"),
+            r"interval='iteration' is not one of 'step', 'epoch'",
+        ),
         (lambda o: L.Cosine(o), r"Cosine: cosine decay needs total_steps"),
         (lambda o: L.Constant(o, warmup=0.1), r"warmup=0.1 needs total_steps"),
         (lambda o: L.StepDecay(o, step_size="3ep", total_steps=T), r"step_size='3ep' needs steps_per_epoch"),
-        (lambda o: L.StepDecay(o, step_size=1.5, total_steps=T), r"step_size=1.5 as a float is a fraction .* "
-                                                                 r"'1.5ep'"),
+        (
+            lambda o: L.StepDecay(o, step_size=1.5, total_steps=T),
+            r"step_size=1.5 as a float is a fraction .* "
+            r"'1.5ep'",
+        ),
         (lambda o: L.StepDecay(o, step_size="3 epochs"), r"step_size='3 epochs' is not a duration"),
         (lambda o: L.StepDecay(o, step_size=-2), r"step_size=-2 must be >= 0"),
         (lambda o: L.StepDecay(o, step_size=0), r"step_decay: step_size=0.0 must be > 0"),
@@ -207,10 +262,19 @@ def test_resume_restores_hyperparameters_from_the_checkpoint() -> None:
         (lambda o: L.ReduceOnPlateau(o, monitor=""), r"monitor is empty"),
         (lambda o: L.Phases(o, phases=[]), r"Phases: phases is empty"),
         (lambda o: L.Phases(o, phases=[L.Phase(0)]), r"Phases: phases\[0\].duration=0 is empty"),
-        (lambda o: L.Phases(o, phases=[L.Phase(0.6), L.Phase(0.5)], total_steps=T), r"phases last 66 units "
-                                                                                    r"but the run has 60"),
-        (lambda o: L.Phases(o, phases=[L.Phase(5), L.Phase(5, shape="step")]), r"phases\[1\]: anneal: shape='step' is not one of"),
-        (lambda o: L.Phases(o, phases=[L.Phase(5, start=0.0, shape="exp")]), r"phases\[0\]: anneal: shape='exp' needs start=0.0"),
+        (
+            lambda o: L.Phases(o, phases=[L.Phase(0.6), L.Phase(0.5)], total_steps=T),
+            r"phases last 66 units "
+            r"but the run has 60",
+        ),
+        (
+            lambda o: L.Phases(o, phases=[L.Phase(5), L.Phase(5, shape="step")]),
+            r"phases\[1\]: anneal: shape='step' is not one of",
+        ),
+        (
+            lambda o: L.Phases(o, phases=[L.Phase(5, start=0.0, shape="exp")]),
+            r"phases\[0\]: anneal: shape='exp' needs start=0.0",
+        ),
         (lambda o: L.Phases(o, phases=[L.Phase(5, start=-1.0)]), r"start=-1.0 and end=1.0 must be >= 0"),
     ],
 )
@@ -262,7 +326,9 @@ def test_print_config_and_help_list_every_argument(cls: type, capsys: pytest.Cap
            and inspect.signature(cls).parameters[k].default is inspect.Parameter.empty}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--s", type=LRSchedulerCallable)
-    cfg = parser.parse_args(["--s", f"lightkit.lr_schedulers.{cls.__name__}", *[f"--s.{k}={v}" for k, v in own.items()]])
+    cfg = parser.parse_args(
+        ["--s", f"lightkit.lr_schedulers.{cls.__name__}", *[f"--s.{k}={v}" for k, v in own.items()]]
+    )
     dumped = parser.dump(cfg, skip_none=False)
     import yaml
 
@@ -306,7 +372,9 @@ def test_reduce_on_plateau_halves_and_names_monitor() -> None:
     for acc in (0.5, 0.5, 0.5):
         sched.step(acc)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.005])
-    config = lr_scheduler_config(partial(L.ReduceOnPlateau, monitor="val/acc", mode="max"), _optimizer(), None)
+    config = lr_scheduler_config(
+        partial(L.ReduceOnPlateau, monitor="val/acc", mode="max"), _optimizer(), None
+    )
     assert config["monitor"] == "val/acc" and config["interval"] == "epoch"
 
 
@@ -314,7 +382,9 @@ class _LrRecorder(Callback):
     def __init__(self) -> None:
         self.lrs: list[list[float]] = []
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
 
 
@@ -338,8 +408,15 @@ def test_classifier_fit_per_step_and_resume_gives_the_same_lr_sequence(tmp_path:
         )
         data = TensorDataset(torch.randn(12, 1, 32, 32), torch.arange(12) % 4)
         trainer = Trainer(
-            max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, accelerator="cpu", callbacks=callbacks,
+            max_epochs=3,
+            default_root_dir=tmp_path,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            accelerator="cpu",
+            callbacks=callbacks,
         )
         trainer.fit(model, DataLoader(data, batch_size=4), ckpt_path=ckpt_path)
         return trainer
@@ -367,7 +444,9 @@ def test_classifier_passes_total_steps_to_cli_factories() -> None:
 
     parser = ArgumentParser()
     parser.add_argument("--lr_scheduler", type=LRSchedulerCallable)
-    cfg = parser.parse_args(["--lr_scheduler", '{"class_path": "lightkit.lr_schedulers.Cosine", "init_args": {"warmup": 0.1}}'])
+    cfg = parser.parse_args(
+        ["--lr_scheduler", '{"class_path": "lightkit.lr_schedulers.Cosine", "init_args": {"warmup": 0.1}}']
+    )
     factory = parser.instantiate(cfg).lr_scheduler
 
     class FakeTrainer:
@@ -384,7 +463,10 @@ def test_yaml_durations_parse_as_intended() -> None:
 
     parser = ArgumentParser()
     parser.add_argument("--s", type=LRSchedulerCallable)
-    init = '{"class_path": "lightkit.lr_schedulers.MultiStep", "init_args": {"milestones": [0.25, "3ep", 45], "warmup": 2}}'
+    init = (
+        '{"class_path": "lightkit.lr_schedulers.MultiStep", '
+        '"init_args": {"milestones": [0.25, "3ep", 45], "warmup": 2}}'
+    )
     factory = parser.instantiate(parser.parse_args(["--s", init])).s
     sched = factory(_optimizer(), total_steps=T, steps_per_epoch=SPE)
     assert sched.milestones == [0.25, "3ep", 45] and sched.warmup == 2
@@ -407,7 +489,17 @@ def test_schedule_configs_parse_through_the_cli(path: Path) -> None:
     cli = main(args, run=False)
     optimizer = cli.model.optimizer_factory(build_param_groups(cli.model.layer_groups()))
     # what ImageClassifier hands over from the trainer (see lr_scheduler_config)
-    scheduler = cli.model.lr_scheduler_factory(optimizer, **({} if "plateau" in path.stem else {"total_steps": 200, "steps_per_epoch": 20}))
+    scheduler = cli.model.lr_scheduler_factory(
+        optimizer, **({} if "plateau" in path.stem else {"total_steps": 200, "steps_per_epoch": 20})
+    )
     assert scheduler.__module__.startswith("lightkit.lr_schedulers.")
     assert scheduler.interval == ("epoch" if isinstance(scheduler, L.ReduceOnPlateau) else "step")
-    assert len({round(lr / g.get("initial_lr", g["lr"]), 12) for lr, g in zip(scheduler.get_last_lr(), optimizer.param_groups, strict=True)}) == 1
+    assert (
+        len(
+            {
+                round(lr / g.get("initial_lr", g["lr"]), 12)
+                for lr, g in zip(scheduler.get_last_lr(), optimizer.param_groups, strict=True)
+            }
+        )
+        == 1
+    )

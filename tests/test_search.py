@@ -38,18 +38,33 @@ ROOT = Path(__file__).resolve().parents[1]
 LR = "model.init_args.optimizer.init_args.lr"
 PROBE = {
     "seed_everything": 0,
-    "trainer": {"accelerator": "cpu", "max_epochs": 1, "logger": False, "enable_checkpointing": False,
-                "num_sanity_val_steps": 0, "log_every_n_steps": 1},
-    "model": {"class_path": "tests.helpers.search_probe.PixelProbe",
-              "init_args": {"image_size": 8, "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}}}},
-    "data": {"class_path": "lightkit.data.DigitsDataModule",
-             "init_args": {"batch_size": 32, "image_size": 8, "val_fraction": 0.3}},
+    "trainer": {
+        "accelerator": "cpu",
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+    },
+    "model": {
+        "class_path": "tests.helpers.search_probe.PixelProbe",
+        "init_args": {
+            "image_size": 8,
+            "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}},
+        },
+    },
+    "data": {
+        "class_path": "lightkit.data.DigitsDataModule",
+        "init_args": {"batch_size": 32, "image_size": 8, "val_fraction": 0.3},
+    },
 }
 COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                           optuna.trial.TrialState.FAIL)
 
 
-def probe_config(tmp_path: Path, space: dict[str, Any], stages: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+def probe_config(
+    tmp_path: Path, space: dict[str, Any], stages: list[dict[str, Any]], **kwargs: Any
+) -> dict[str, Any]:
     return {"base": PROBE, "run_dir": str(tmp_path / "run"), "study_name": "t", "wandb": False,
             "heartbeat_interval": 1, "grace_period": 2, "space": space, "stages": stages, **kwargs}
 
@@ -82,27 +97,38 @@ def test_narrow_works_on_the_log_axis_and_stays_inside_the_space() -> None:
 def test_border_warning_rule_and_suggested_range() -> None:
     space = {LR: Param("loguniform", 1e-6, 1e-4), "model.init_args.dropout": Param("uniform", 0.0, 0.5),
              "data.init_args.batch_size": Param("int", 16, 128)}
-    found = border_warnings(space, {LR: 9e-5, "model.init_args.dropout": 0.25, "data.init_args.batch_size": 20})
+    found = border_warnings(
+        space, {LR: 9e-5, "model.init_args.dropout": 0.25, "data.init_args.batch_size": 20}
+    )
     by_key = {w.key: w for w in found}
     assert set(by_key) == {LR, "data.init_args.batch_size"}
     assert by_key[LR].edge == "upper" and by_key[LR].suggested_low == pytest.approx(1e-6)
     assert by_key[LR].suggested_high == pytest.approx(1e-3)  # one decade: half the 2-decade log width
     assert "widen it to low: 1e-06, high: 0.001" in by_key[LR].message()
-    assert (by_key["data.init_args.batch_size"].suggested_low, by_key["data.init_args.batch_size"].suggested_high) == (0, 128)
+    assert (
+        by_key["data.init_args.batch_size"].suggested_low,
+        by_key["data.init_args.batch_size"].suggested_high,
+    ) == (0, 128)
     # dropout best at 0 of [0, 0.5]: the edge cannot move below 0, no warning; in the middle: none either
     assert border_warnings(space, {"model.init_args.dropout": 0.0}) == []
     assert border_warnings(space, {LR: 1e-5}) == []
 
 
 # -- errors --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("space", "match"), [
-    ({LR: {"type": "gaussian", "low": 1e-4, "high": 1.0}}, r"space\.model\.init_args\.optimizer\.init_args\.lr\.type='gaussian' is not a distribution"),
-    ({LR: {"type": "loguniform", "low": 0.1, "high": 0.1}}, r"low=0\.1 >= high=0\.1; give low < high"),
-    ({LR: {"type": "loguniform", "low": 0.0, "high": 0.1}}, r"log-scaled but low=0\.0 <= 0"),
-    ({LR: {"type": "uniform", "low": 0.1}}, r"needs low and high"),
-    ({"model.init_args.hidden": {"type": "categorical"}}, r"categorical but has no choices"),
-    ({}, r"space is empty"),
-])
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        (
+            {LR: {"type": "gaussian", "low": 1e-4, "high": 1.0}},
+            r"space\.model\.init_args\.optimizer\.init_args\.lr\.type='gaussian' is not a distribution",
+        ),
+        ({LR: {"type": "loguniform", "low": 0.1, "high": 0.1}}, r"low=0\.1 >= high=0\.1; give low < high"),
+        ({LR: {"type": "loguniform", "low": 0.0, "high": 0.1}}, r"log-scaled but low=0\.0 <= 0"),
+        ({LR: {"type": "uniform", "low": 0.1}}, r"needs low and high"),
+        ({"model.init_args.hidden": {"type": "categorical"}}, r"categorical but has no choices"),
+        ({}, r"space is empty"),
+    ],
+)
 def test_bad_space_raises(tmp_path: Path, space: dict[str, Any], match: str) -> None:
     with pytest.raises(SearchError, match=match):
         SearchConfig(**probe_config(tmp_path, space, [{"name": "a", "n_trials": 2}]))
@@ -122,8 +148,11 @@ def test_bad_base_and_stages_raise(tmp_path: Path) -> None:
 
 
 def test_unknown_key_stops_before_any_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = probe_config(tmp_path, {"model.init_args.no_such_arg": {"type": "uniform", "low": 0.0, "high": 1.0}},
-                       [{"name": "a", "n_trials": 2}])
+    cfg = probe_config(
+        tmp_path,
+        {"model.init_args.no_such_arg": {"type": "uniform", "low": 0.0, "high": 1.0}},
+        [{"name": "a", "n_trials": 2}],
+    )
     with pytest.raises(SearchError, match=r"rejects space key 'model\.init_args\.no_such_arg'"):
         run_search(SearchConfig(**cfg))
     assert not (tmp_path / "run" / "a").exists()
@@ -147,12 +176,18 @@ def test_example_config_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     config = SearchConfig(**{k: v for k, v in options.items() if k != "config"})
     assert config.sampler == "random" and config.base_paths() == ["configs/quickstart.yaml"]
     assert config.space["model.init_args.lr_scheduler.init_args.max_lr"].is_log
-    assert config.stages[0].max_epochs == 1 and config.stages[0].limit_train_batches <= 1.0  # coarse: <= 1 epoch
-    assert [s.name for s in config.stages] == ["coarse", "fine", "final"] and config.stages[2].retrain_top == 2
+    assert (
+        config.stages[0].max_epochs == 1 and config.stages[0].limit_train_batches <= 1.0
+    )  # coarse: <= 1 epoch
+    assert [s.name for s in config.stages] == ["coarse", "fine", "final"] and config.stages[
+        2
+    ].retrain_top == 2
 
 
 # -- evidence: a misplaced range warns -----------------------------------------------------------
-def test_misplaced_lr_range_triggers_the_border_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_misplaced_lr_range_triggers_the_border_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The probe's best Adam LR is ~0.03-0.1 (see the grid test); a range of [1e-6, 1e-4] is far too low."""
     cfg = probe_config(tmp_path, {LR: {"type": "loguniform", "low": 1e-6, "high": 1e-4}},
                        [{"name": "coarse", "n_trials": 5, "max_epochs": 1, "limit_train_batches": 8}])
@@ -173,13 +208,29 @@ def test_misplaced_lr_range_triggers_the_border_warning(tmp_path: Path, caplog: 
 def test_search_outputs_and_exported_best_config_fits(tmp_path: Path) -> None:
     base = {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "logger": False, "num_sanity_val_steps": 0, "limit_val_batches": 2,
-                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                   "init_args": {"monitor": "val/acc", "mode": "max"}}]},
-        "model": {"class_path": "lightkit.models.ImageClassifier",
-                  "init_args": {"encoder": "test_resnet",
-                                "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.001}}}},
-        "data": {"class_path": "lightkit.data.DigitsDataModule", "init_args": {"batch_size": 16, "image_size": 16}},
+        "trainer": {
+            "accelerator": "cpu",
+            "logger": False,
+            "num_sanity_val_steps": 0,
+            "limit_val_batches": 2,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"monitor": "val/acc", "mode": "max"},
+                }
+            ],
+        },
+        "model": {
+            "class_path": "lightkit.models.ImageClassifier",
+            "init_args": {
+                "encoder": "test_resnet",
+                "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.001}},
+            },
+        },
+        "data": {
+            "class_path": "lightkit.data.DigitsDataModule",
+            "init_args": {"batch_size": 16, "image_size": 16},
+        },
     }
     cfg = {"base": base, "run_dir": str(tmp_path / "run"), "study_name": "tiny", "wandb": True,
            "space": {LR: {"type": "loguniform", "low": 1e-4, "high": 1e-1},
@@ -217,16 +268,36 @@ def test_search_outputs_and_exported_best_config_fits(tmp_path: Path) -> None:
     best = yaml.safe_load(result.best_config.read_text())
     assert best["model"]["init_args"]["optimizer"]["init_args"]["lr"] == pytest.approx(result.best_params[LR])
     assert best["trainer"]["max_epochs"] == 2 and best["trainer"]["logger"] is False
-    cli = main(["fit", "--config", str(result.best_config), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-                f"--trainer.default_root_dir={tmp_path / 'refit'}", "--test_after_fit=false"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(result.best_config),
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            f"--trainer.default_root_dir={tmp_path / 'refit'}",
+            "--test_after_fit=false",
+        ]
+    )
     assert cli.trainer.global_step == 2 and math.isfinite(float(cli.trainer.callback_metrics["val/acc"]))
 
 
 def test_diverging_trials_stop_at_once(tmp_path: Path) -> None:
-    cfg = probe_config(tmp_path, {LR: {"type": "loguniform", "low": 1e37, "high": 1e38}},
-                       [{"name": "coarse", "n_trials": 2, "max_epochs": 3}],
-                       base={**PROBE, "model": {**PROBE["model"], "init_args": {
-                           "image_size": 8, "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0}}}}})
+    cfg = probe_config(
+        tmp_path,
+        {LR: {"type": "loguniform", "low": 1e37, "high": 1e38}},
+        [{"name": "coarse", "n_trials": 2, "max_epochs": 3}],
+        base={
+            **PROBE,
+            "model": {
+                **PROBE["model"],
+                "init_args": {
+                    "image_size": 8,
+                    "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0}},
+                },
+            },
+        },
+    )
     result = run_search(SearchConfig(**cfg))
     assert [r["status"] for r in result.trials] == ["diverged", "diverged"]
     assert result.stages[0].n_diverged == 2 and result.best_params == {} and result.best_config is None
@@ -280,7 +351,9 @@ def test_kill_and_resume_loses_no_trial(tmp_path: Path) -> None:
     cfg = probe_config(tmp_path, {LR: {"type": "loguniform", "low": 1e-3, "high": 1.0}},
                        [{"name": "coarse", "n_trials": 5, "max_epochs": 1, "limit_train_batches": 10}])
     path = write(tmp_path / "search.yaml", cfg)
-    proc = subprocess.Popen(_command(path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _command(path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     done: list[optuna.trial.FrozenTrial] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -296,13 +369,17 @@ def test_kill_and_resume_loses_no_trial(tmp_path: Path) -> None:
     proc.wait(30)
     before = {t.number: (t.params, t.value) for t in study_trials(cfg, "1-coarse") if t.state == COMPLETE}
     assert len(before) >= 2
-    resumed = subprocess.run(_command(path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = study_trials(cfg, "1-coarse")
     complete = {t.number: (t.params, t.value) for t in trials if t.state == COMPLETE}
     assert len(complete) == 5  # the budget, not more, not less
     assert all(complete[n] == before[n] for n in before)  # no finished trial lost or re-run
-    for failed in (t for t in trials if t.state == FAIL):  # the one killed mid-run: failed, retried with its params
+    for failed in (
+        t for t in trials if t.state == FAIL
+    ):  # the one killed mid-run: failed, retried with its params
         assert any(p == failed.params for p, _ in complete.values())
     assert {t.state for t in trials} <= {COMPLETE, FAIL}
 
@@ -320,7 +397,9 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path
     orphan = optuna.create_study(study_name="t/1-coarse", storage=storage, direction="maximize").ask()
     time.sleep(3)  # older than the grace period, and no heartbeat was ever written
     try:
-        done = subprocess.run(_command(path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            _command(path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180
+        )
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else str(exc.stderr)
         raise AssertionError(f"the search waited for the orphaned trial: {err[-1500:]}") from None
@@ -335,19 +414,30 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path
 # -- evidence: two workers on one SQLite study ---------------------------------------------------
 @pytest.mark.slow
 def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
-    cfg = probe_config(tmp_path, {LR: {"type": "loguniform", "low": 1e-3, "high": 1.0},
-                                  "model.init_args.optimizer.init_args.weight_decay": {"type": "uniform", "low": 0.0, "high": 0.01}},
-                       [{"name": "coarse", "n_trials": 8, "max_epochs": 1, "limit_train_batches": 10}],
-                       pruner_startup_trials=100)  # no pruning: every trial must complete
+    cfg = probe_config(
+        tmp_path,
+        {
+            LR: {"type": "loguniform", "low": 1e-3, "high": 1.0},
+            "model.init_args.optimizer.init_args.weight_decay": {"type": "uniform", "low": 0.0, "high": 0.01},
+        },
+        [{"name": "coarse", "n_trials": 8, "max_epochs": 1, "limit_train_batches": 10}],
+        pruner_startup_trials=100,
+    )  # no pruning: every trial must complete
     path = write(tmp_path / "search.yaml", cfg)
-    procs = [subprocess.Popen(_command(path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            _command(path), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
     trials = study_trials(cfg, "1-coarse")
     numbers = [t.number for t in trials]
-    assert sorted(numbers) == list(range(len(trials))) and 8 <= len(trials) <= 9  # one extra at most (race at the end)
+    assert (
+        sorted(numbers) == list(range(len(trials))) and 8 <= len(trials) <= 9
+    )  # one extra at most (race at the end)
     assert all(t.state == COMPLETE for t in trials)
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == len(params)
@@ -365,18 +455,24 @@ def test_trial_monitor_prunes_below_the_median_and_stops_on_nan() -> None:
         trial = study.ask()
         trial.report(value, step=0)
         study.tell(trial, value)
-    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/acc": torch.tensor(0.2)}, global_step=7)
+    trainer = SimpleNamespace(
+        sanity_checking=False, callback_metrics={"val/acc": torch.tensor(0.2)}, global_step=7
+    )
     monitor = TrialMonitor("val/acc", study.ask())
     with pytest.raises(optuna.TrialPruned, match=r"val/acc=0\.2 below the median at validation 1"):
         monitor.on_validation_end(trainer, None)
     good = TrialMonitor("val/acc", study.ask())
-    good.on_validation_end(SimpleNamespace(**{**vars(trainer), "callback_metrics": {"val/acc": torch.tensor(0.95)}}), None)
+    good.on_validation_end(
+        SimpleNamespace(**{**vars(trainer), "callback_metrics": {"val/acc": torch.tensor(0.95)}}), None
+    )
     assert good.values == [pytest.approx(0.95)]
     with pytest.raises(_Diverged, match=r"train loss nan at step 7"):
         good.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)
     with pytest.raises(_Diverged, match=r"val/acc=inf"):
         TrialMonitor("val/acc").on_validation_end(
-            SimpleNamespace(**{**vars(trainer), "callback_metrics": {"val/acc": torch.tensor(float("inf"))}}), None)
+            SimpleNamespace(**{**vars(trainer), "callback_metrics": {"val/acc": torch.tensor(float("inf"))}}),
+            None,
+        )
     with pytest.raises(SearchError, match=r"metric 'val/f1' was not logged at validation \(logged: "
                                           r"\['val/acc'\]\)"):
         TrialMonitor("val/f1").on_validation_end(trainer, None)
@@ -405,11 +501,17 @@ def _search_imports(name: str) -> set[str]:
 def test_search_package_has_no_import_cycle_and_pure_rules() -> None:
     import lightkit.search
 
-    modules = sorted(p.stem for p in Path(lightkit.search.__file__).parent.glob("*.py") if p.stem != "__init__")
-    assert modules == sorted(SEARCH_LAYERS), "a new lightkit.search module: give it its place in SEARCH_LAYERS"
+    modules = sorted(
+        p.stem for p in Path(lightkit.search.__file__).parent.glob("*.py") if p.stem != "__init__"
+    )
+    assert modules == sorted(SEARCH_LAYERS), (
+        "a new lightkit.search module: give it its place in SEARCH_LAYERS"
+    )
     for i, name in enumerate(SEARCH_LAYERS):
         later = _search_imports(name) - set(SEARCH_LAYERS[:i])
-        assert not later, f"lightkit.search.{name} imports {sorted(later)}, which come after it (an import cycle)"
+        assert not later, (
+            f"lightkit.search.{name} imports {sorted(later)}, which come after it (an import cycle)"
+        )
     # The rules are testable without Optuna or Lightning.
     rules = Path(lightkit.search.__file__).with_name("rules.py").read_text()
     assert "optuna" not in rules and "lightning" not in rules

@@ -17,11 +17,22 @@ from torch import Tensor
 # The figure helpers live in lightkit.plotting (one style for every PNG); re-exported for the monitors.
 from lightkit.plotting import new_figure, save_figure
 
-__all__ = ["PAUSE_MONITOR_FLAG", "check_pattern", "log_image", "log_scalars", "monitor_dir", "new_figure", "paused", "save_figure",
-           "step_loss", "wandb_histograms"]
+__all__ = [
+    "PAUSE_MONITOR_FLAG",
+    "check_pattern",
+    "log_image",
+    "log_scalars",
+    "monitor_dir",
+    "new_figure",
+    "paused",
+    "save_figure",
+    "step_loss",
+    "wandb_histograms",
+]
 
 PAUSE_MONITOR_FLAG = "lightkit_pause_monitor"
-"""Attribute that, when True on the LightningModule or the Trainer, pauses monitoring and diagnoses (the LR range test sets it)."""
+"""Attribute that, when True on the LightningModule or the Trainer, pauses monitoring and diagnoses (the LR
+range test sets it)."""
 
 
 def paused(trainer: Trainer, pl_module: LightningModule) -> bool:
@@ -70,7 +81,9 @@ def _wandb(trainer: Trainer) -> list[WandbLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
 
 
-def log_scalars(trainer: Trainer, metrics: dict[str, float], step: int, wandb_extra: dict[str, Any] | None = None) -> None:
+def log_scalars(
+    trainer: Trainer, metrics: dict[str, float], step: int, wandb_extra: dict[str, Any] | None = None
+) -> None:
     """Send scalars to every logger at ``step``; W&B loggers also get ``wandb_extra`` (histograms) in the same
     record.
 
@@ -84,8 +97,11 @@ def log_scalars(trainer: Trainer, metrics: dict[str, float], step: int, wandb_ex
             logger.log_metrics(finite, step=step)
 
 
-def wandb_histograms(trainer: Trainer, hists: dict[str, tuple[list[float], list[float]]]) -> dict[str, Any] | None:
-    """``{key: wandb.Histogram}`` from ``{key: (counts, edges)}`` when a WandbLogger is attached, else None."""
+def wandb_histograms(
+    trainer: Trainer, hists: dict[str, tuple[list[float], list[float]]]
+) -> dict[str, Any] | None:
+    """``{key: wandb.Histogram}`` from ``{key: (counts, edges)}`` when a WandbLogger is attached, else
+    None."""
     if not hists or not _wandb(trainer):
         return None
     import wandb  # only when a WandbLogger is attached: the import takes about a second

@@ -67,7 +67,13 @@ class ActivationMonitor(Callback):
     on W&B, ``act_hist``.
     """
 
-    def __init__(self, every_n_steps: int = 100, layers: str = "activations", bins: int = 64, dirpath: str | None = None) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        layers: str = "activations",
+        bins: int = 64,
+        dirpath: str | None = None,
+    ) -> None:
         if every_n_steps < 1:
             raise ValueError(f"ActivationMonitor: every_n_steps={every_n_steps} must be >= 1 (optimizer "
                              "steps); 100 is the default.")
@@ -105,12 +111,16 @@ class ActivationMonitor(Callback):
             and not paused(trainer, pl_module) and step % self.every_n_steps == 0 and step != self._step
         )
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._due(trainer, pl_module) and self._recorder is not None:
             self._step = trainer.global_step
             self._recorder.attach()
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._recorder is None or not self._recorder.attached:
             return
         self._recorder.remove()
@@ -150,7 +160,8 @@ class ActivationMonitor(Callback):
                 hists[n] = (values[:self.bins], histogram_edges(values[-2], values[-1], self.bins))
         metrics = {
             f"monitor/{n}/act_{stat}": value
-            for n, row_values in stats.items() for stat, value in zip(ACTIVATION_STATS, row_values, strict=True)
+            for n, row_values in stats.items()
+            for stat, value in zip(ACTIVATION_STATS, row_values, strict=True)
             if not (stat == "saturated" and recorder.kinds[n] not in ("tanh", "sigmoid"))
         }
         extra = wandb_histograms(trainer, {f"monitor/{n}/act_hist": h for n, h in hists.items()})
@@ -170,14 +181,18 @@ class ActivationMonitor(Callback):
         names = list(stats)
         shown = [n for n in names if n in hists]
         if len(shown) > _MAX_HIST_PANELS:
-            shown = [shown[round(i * (len(shown) - 1) / (_MAX_HIST_PANELS - 1))] for i in range(_MAX_HIST_PANELS)]
+            shown = [
+                shown[round(i * (len(shown) - 1) / (_MAX_HIST_PANELS - 1))] for i in range(_MAX_HIST_PANELS)
+            ]
         cols = 4
         rows = math.ceil(len(shown) / cols)
         fig = new_figure(14, 4 + 2.2 * rows)
         grid = fig.add_gridspec(1 + rows, cols)
         index = list(range(len(names)))
         ax = fig.add_subplot(grid[0, :2])
-        ax.errorbar(index, [stats[n][0] for n in names], yerr=[stats[n][1] for n in names], fmt="o", ms=3, capsize=2)
+        ax.errorbar(
+            index, [stats[n][0] for n in names], yerr=[stats[n][1] for n in names], fmt="o", ms=3, capsize=2
+        )
         ax.set(title=f"activation mean +- std per layer (step {self.last['step']})", xlabel="layer",
                ylabel="activation")
         ax = fig.add_subplot(grid[0, 2:])

@@ -39,7 +39,9 @@ def filter_grid(weight: torch.Tensor, min_tile: int = _MIN_TILE_PX) -> torch.Ten
     scale = max(1, math.ceil(min_tile / max(w.shape[-2:])))
     if scale > 1:
         w = F.interpolate(w, scale_factor=scale, mode="nearest")
-    grid = make_grid(w, nrow=math.ceil(math.sqrt(w.shape[0])), padding=2, normalize=True, scale_each=True, pad_value=1.0)
+    grid = make_grid(
+        w, nrow=math.ceil(math.sqrt(w.shape[0])), padding=2, normalize=True, scale_each=True, pad_value=1.0
+    )
     return (grid.clamp(0, 1) * 255).round().to(torch.uint8)
 
 

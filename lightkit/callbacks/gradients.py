@@ -33,7 +33,8 @@ from lightkit.functional.stats import (
 __all__ = ["GradientMonitor"]
 
 HEALTHY_UPDATE_RATIO = 1e-3
-"""CS231n's rule of thumb for ``||lr * update|| / ||w||``: much lower, the LR is too low; much higher, too high."""
+"""CS231n's rule of thumb for ``||lr * update|| / ||w||``: much lower, the LR is too low; much higher, too
+high."""
 
 
 def _layer(name: str) -> str:
@@ -122,7 +123,9 @@ class GradientMonitor(Callback):
         self._all = list(pl_module.parameters())
 
     # -- hooks -------------------------------------------------------------------------------
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
+    ) -> None:
         step = trainer.global_step
         if (
             not trainer.is_global_zero or trainer.sanity_checking or paused(trainer, pl_module)
@@ -133,13 +136,19 @@ class GradientMonitor(Callback):
         with torch.no_grad():
             norms = grad_norms(self._watched)
             all_norms = grad_norms(self._all)
-            hists = [histogram(p.grad, self.bins) for p in self._watched if p.grad is not None] if self.bins else []
+            hists = (
+                [histogram(p.grad, self.bins) for p in self._watched if p.grad is not None]
+                if self.bins
+                else []
+            )
             has_grad = [p.grad is not None for p in self._watched]
             before = [p.detach().clone() for p in self._watched] if self.update_ratio else []
         self._pending = {"step": step, "norms": norms, "global": all_norms.norm().reshape(1), "hists": hists,
                          "has_grad": has_grad, "before": before}
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -166,7 +175,12 @@ class GradientMonitor(Callback):
             for i, name in enumerate(with_grad):
                 values = flat[i * row:(i + 1) * row]
                 hists[name] = (values[:self.bins], histogram_edges(values[-2], values[-1], self.bins))
-        log_scalars(trainer, metrics, step, wandb_histograms(trainer, {f"monitor/{n}/grad_hist": h for n, h in hists.items()}))
+        log_scalars(
+            trainer,
+            metrics,
+            step,
+            wandb_histograms(trainer, {f"monitor/{n}/grad_hist": h for n, h in hists.items()}),
+        )
         self.history.append({"step": step, "grad_norm": global_norm, "norms": norms, "ratios": ratios})
         self.last_hists = hists
 
@@ -190,14 +204,22 @@ class GradientMonitor(Callback):
         ax = fig.add_subplot(grid[0, :])
         for i, name in enumerate(self.names):
             values = [h["ratios"][i] if h["ratios"][i] > 0 else float("nan") for h in self.history]
-            ax.plot(steps, values, marker="." if len(steps) < 30 else None, lw=1, label=name if len(self.names) <= 12 else None)
+            ax.plot(
+                steps,
+                values,
+                marker="." if len(steps) < 30 else None,
+                lw=1,
+                label=name if len(self.names) <= 12 else None,
+            )
         ax.axhline(HEALTHY_UPDATE_RATIO, color="k", ls="--", lw=1, label="1e-3 (healthy)")
         ax.set(yscale="log", title="update / weight ratio per layer", xlabel="step", ylabel="||dw|| / ||w||")
         ax.legend(fontsize=6, ncol=2, loc="best")
         ax = fig.add_subplot(grid[1, 0])
         last = self.history[-1]["norms"]
         ax.bar(range(len(last)), [v if v > 0 else math.nan for v in last])
-        ax.set(yscale="log", title=f"gradient norm per layer (step {steps[-1]})", xlabel="layer", ylabel="||g||")
+        ax.set(
+            yscale="log", title=f"gradient norm per layer (step {steps[-1]})", xlabel="layer", ylabel="||g||"
+        )
         ax = fig.add_subplot(grid[1, 1])
         ax.plot(steps, [h["grad_norm"] for h in self.history], marker=".")
         ax.set(yscale="log", title="global gradient norm", xlabel="step", ylabel="||g||")

@@ -1,4 +1,5 @@
-"""``LRRangeTest``: the LR range test (Smith 2017, arXiv:1506.01186; fastai ``lr_find``) run before training."""
+"""``LRRangeTest``: the LR range test (Smith 2017, arXiv:1506.01186; fastai ``lr_find``) run before
+training."""
 
 from __future__ import annotations
 
@@ -173,7 +174,9 @@ class LRRangeTest(Callback):
         """Each optimizer group's LR as a multiple of the swept LR."""
         groups = optimizer.param_groups
         if self.group is not None:
-            labels = sorted({str(g.get(k)) for g in groups for k in ("group", "name") if g.get(k) is not None})
+            labels = sorted(
+                {str(g.get(k)) for g in groups for k in ("group", "name") if g.get(k) is not None}
+            )
             chosen = [self.group in (g.get("group"), g.get("name")) for g in groups]
             if not any(chosen):
                 raise ValueError(f"LRRangeTest: group={self.group!r} is not an optimizer group; choose one "
@@ -181,7 +184,9 @@ class LRRangeTest(Callback):
             refs = [_reference_lr(g) for g in groups]
             top = max(r for r, c in zip(refs, chosen, strict=True) if c)
             # Inside the named group the ratios of its decay / no-decay parts are kept.
-            return [r / top if c and top > 0 else (1.0 if c else 0.0) for r, c in zip(refs, chosen, strict=True)]
+            return [
+                r / top if c and top > 0 else (1.0 if c else 0.0) for r, c in zip(refs, chosen, strict=True)
+            ]
         heads = [g for g in groups if g.get("group") == "head" or g.get("name") == "head"] or [groups[-1]]
         head_lr = _reference_lr(heads[0])
         if head_lr <= 0:
@@ -193,7 +198,11 @@ class LRRangeTest(Callback):
 
     # -- sweep -------------------------------------------------------------------------------
     def _sweep(
-        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer, ratios: list[float]
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        optimizer: torch.optim.Optimizer,
+        ratios: list[float],
     ) -> dict[str, list[float]]:
         flags = {name: getattr(pl_module, name, None) for name in (PAUSE_FLAG, PAUSE_MONITOR_FLAG)}
         with restored(trainer, pl_module, optimizer):
@@ -209,7 +218,11 @@ class LRRangeTest(Callback):
                         setattr(pl_module, name, value)
 
     def _loop(
-        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer, ratios: list[float]
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        optimizer: torch.optim.Optimizer,
+        ratios: list[float],
     ) -> dict[str, list[float]]:
         lrs: list[float] = []
         losses: list[float] = []
@@ -273,7 +286,9 @@ class LRRangeTest(Callback):
                 )
 
     # -- results -----------------------------------------------------------------------------
-    def _suggest(self, record: dict[str, list[float]], optimizer: torch.optim.Optimizer, ratios: list[float]) -> dict[str, Any]:
+    def _suggest(
+        self, record: dict[str, list[float]], optimizer: torch.optim.Optimizer, ratios: list[float]
+    ) -> dict[str, Any]:
         lrs, raw, smoothed = record["lrs"], record["losses"], record["smoothed"]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SweepEdgeWarning)
@@ -300,9 +315,21 @@ class LRRangeTest(Callback):
                 warnings.warn(w.message, w.category, stacklevel=2)
         lr = suggestions[self.suggestion]
         names = [str(g.get("name", i)) for i, g in enumerate(optimizer.param_groups)]
-        group_lrs = {n: (lr * r if r > 0 else _reference_lr(g)) for n, r, g in zip(names, ratios, optimizer.param_groups, strict=True)}
-        return {**record, "filtered": filtered, "suggestions": suggestions, "clr": clr, "suggestion": self.suggestion,
-                "lr": lr, "group_lrs": group_lrs, "group": self.group, "warnings": notes}
+        group_lrs = {
+            n: (lr * r if r > 0 else _reference_lr(g))
+            for n, r, g in zip(names, ratios, optimizer.param_groups, strict=True)
+        }
+        return {
+            **record,
+            "filtered": filtered,
+            "suggestions": suggestions,
+            "clr": clr,
+            "suggestion": self.suggestion,
+            "lr": lr,
+            "group_lrs": group_lrs,
+            "group": self.group,
+            "warnings": notes,
+        }
 
     def _apply(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
         assert self.results is not None  # set just before; not user input
@@ -318,11 +345,15 @@ class LRRangeTest(Callback):
             base = getattr(config.scheduler, "base_lrs", None)
             if isinstance(base, list) and len(base) == len(factors):
                 targets = list(self.results["group_lrs"].values())
-                config.scheduler.base_lrs = [_scaled(b, f, t) for b, f, t in zip(base, factors, targets, strict=True)]
+                config.scheduler.base_lrs = [
+                    _scaled(b, f, t) for b, f, t in zip(base, factors, targets, strict=True)
+                ]
 
     def _report(self, trainer: Trainer) -> None:
         assert self.results is not None
-        path = Path(trainer.log_dir or trainer.default_root_dir) / "lr_find.png"  # log_dir broadcasts: all ranks
+        path = (
+            Path(trainer.log_dir or trainer.default_root_dir) / "lr_find.png"
+        )  # log_dir broadcasts: all ranks
         if not trainer.is_global_zero:
             return
         res = self.results
@@ -360,7 +391,8 @@ def _reference_lr(group: dict[str, Any]) -> float:
 
 
 def _all_reduce_grads(trainer: Trainer, params: list[torch.nn.Parameter]) -> None:
-    """Average gradients over ranks in one collective (the sweep calls the unwrapped module, so DDP does not)."""
+    """Average gradients over ranks in one collective (the sweep calls the unwrapped module, so DDP does
+    not)."""
     if trainer.world_size <= 1:
         return
     grads = [p.grad for p in params if p.grad is not None]
@@ -426,9 +458,25 @@ def _figure(res: dict[str, Any]) -> Any:
     index = {lr: i for i, lr in enumerate(res["lrs"])}
     for k, (name, lr) in enumerate(res["suggestions"].items()):
         chosen = name == res["suggestion"]
-        ax.axvline(lr, color=f"C{k + 1}", ls="-" if chosen else "--", lw=1.5 if chosen else 1, label=f"{name} {lr:.2g}")
-        ax.annotate(f"{name} {lr:.2g}", (lr, top), xytext=(3, -3), textcoords="offset points", rotation=90,
-                    va="top", ha="left", fontsize=7, color=f"C{k + 1}", fontweight="bold" if chosen else "normal")
+        ax.axvline(
+            lr,
+            color=f"C{k + 1}",
+            ls="-" if chosen else "--",
+            lw=1.5 if chosen else 1,
+            label=f"{name} {lr:.2g}",
+        )
+        ax.annotate(
+            f"{name} {lr:.2g}",
+            (lr, top),
+            xytext=(3, -3),
+            textcoords="offset points",
+            rotation=90,
+            va="top",
+            ha="left",
+            fontsize=7,
+            color=f"C{k + 1}",
+            fontweight="bold" if chosen else "normal",
+        )
         if lr in index:
             ax.plot([lr], [res["filtered"][index[lr]]], "o", color=f"C{k + 1}")
     if res["clr"]:

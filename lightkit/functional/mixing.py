@@ -124,7 +124,11 @@ def mixup_batch(
 
 
 def cutmix_box(
-    height: int, width: int, lam: float, center: tuple[int, int] | None = None, generator: torch.Generator | None = None
+    height: int,
+    width: int,
+    lam: float,
+    center: tuple[int, int] | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[int, int, int, int]:
     """The CutMix box ``(y0, y1, x0, x1)`` covering about ``1 - lam`` of the image, clipped to it.
 

@@ -140,13 +140,19 @@ def multistep(step: float, milestones: Sequence[float], gamma: float = 0.1) -> f
     """
     _check_step("multistep", step)
     _check_gamma("multistep", gamma)
-    if not milestones or milestones[0] < 0 or any(b <= a for a, b in zip(milestones[:-1], milestones[1:], strict=True)):
+    if (
+        not milestones
+        or milestones[0] < 0
+        or any(b <= a for a, b in zip(milestones[:-1], milestones[1:], strict=True))
+    ):
         raise ValueError(f"multistep: milestones={list(milestones)} must be non-empty, >= 0 and strictly "
                          "increasing.")
     return gamma ** bisect_right(list(milestones), step)
 
 
-def anneal(step: float, total_steps: float, start: float = 1.0, end: float = 0.0, shape: Shape = "cos") -> float:
+def anneal(
+    step: float, total_steps: float, start: float = 1.0, end: float = 0.0, shape: Shape = "cos"
+) -> float:
     """The one decay shape: from ``start`` at step 0 to ``end`` at ``total_steps``, then hold ``end``.
 
     ``shape`` is the path: ``cos`` (half cosine, Loshchilov & Hutter 2017), ``linear`` or ``exp``
@@ -298,7 +304,11 @@ def sgdr(
 
 
 def cyclic(
-    step: float, step_size: float, div_factor: float = 4.0, mode: CyclicMode = "triangular", gamma: float = 1.0
+    step: float,
+    step_size: float,
+    div_factor: float = 4.0,
+    mode: CyclicMode = "triangular",
+    gamma: float = 1.0,
 ) -> float:
     """Cyclical learning rate, CLR (Smith 2017, https://arxiv.org/abs/1506.01186).
 

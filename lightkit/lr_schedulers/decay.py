@@ -15,7 +15,16 @@ from torch.optim import Optimizer
 from lightkit.functional import schedules as F
 from lightkit.lr_schedulers.base import Duration, FactorScheduler, bind
 
-__all__ = ["Constant", "Cosine", "DecayToFinal", "Exponential", "InverseSqrt", "Linear", "MultiStep", "StepDecay"]
+__all__ = [
+    "Constant",
+    "Cosine",
+    "DecayToFinal",
+    "Exponential",
+    "InverseSqrt",
+    "Linear",
+    "MultiStep",
+    "StepDecay",
+]
 
 
 class Constant(FactorScheduler):

@@ -1,4 +1,5 @@
-"""Metric-driven: reduce the LR when a monitored metric plateaus (torch's ``ReduceLROnPlateau``, per epoch)."""
+"""Metric-driven: reduce the LR when a monitored metric plateaus (torch's ``ReduceLROnPlateau``, per
+epoch)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,9 @@ def no_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
-def build_param_groups(named_groups: list[tuple[str, list[tuple[str, nn.Parameter]]]]) -> list[dict[str, Any]]:
+def build_param_groups(
+    named_groups: list[tuple[str, list[tuple[str, nn.Parameter]]]],
+) -> list[dict[str, Any]]:
     """Optimizer parameter groups: one per named layer group, split into decay / no-decay.
 
     Each dict carries ``name`` (``LearningRateMonitor`` uses it: ``"encoder.stem"``,
@@ -144,9 +146,16 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         if l1 < 0:
             raise ValueError(f"ImageClassifier: l1={l1} must be >= 0 (0 disables the L1 penalty).")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.encoder = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate,
-                                      pretrained_strict=pretrained_strict)
-        self.head = ClassifierHead(self.encoder.num_features, num_classes, hidden, dropout, activation, head_init)
+        self.encoder = create_encoder(
+            encoder,
+            pretrained=pretrained,
+            in_chans=in_chans,
+            drop_path_rate=drop_path_rate,
+            pretrained_strict=pretrained_strict,
+        )
+        self.head = ClassifierHead(
+            self.encoder.num_features, num_classes, hidden, dropout, activation, head_init
+        )
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.label_smoothing = label_smoothing
@@ -247,7 +256,12 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         optimizer = self.optimizer_factory(build_param_groups(self.layer_groups()))
         if self.lr_scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler_config(self.lr_scheduler_factory, optimizer, self.trainer if self._trainer is not None else None)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": lr_scheduler_config(
+                self.lr_scheduler_factory, optimizer, self.trainer if self._trainer is not None else None
+            ),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightkit"] = inference_metadata(self)

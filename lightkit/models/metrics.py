@@ -44,7 +44,9 @@ def multiclass_metric(num_classes: int, figure: Figure = "acc") -> Metric:
                          f"num_classes={num_classes}.")
     if figure == "f1":
         return MulticlassF1Score(num_classes, average="macro", validate_args=False)
-    return MulticlassAccuracy(num_classes, top_k=5 if figure == "acc_top5" else 1, average="micro", validate_args=False)
+    return MulticlassAccuracy(
+        num_classes, top_k=5 if figure == "acc_top5" else 1, average="micro", validate_args=False
+    )
 
 
 class EpochMetricLogging:

@@ -103,7 +103,9 @@ def _task(item: Task | dict[str, Any], index: int) -> Task:
     return Task(**item)
 
 
-def resolve_tasks(tasks: list[Task | dict[str, Any]] | None, num_classes: int | None, weighting: str) -> list[Task]:
+def resolve_tasks(
+    tasks: list[Task | dict[str, Any]] | None, num_classes: int | None, weighting: str
+) -> list[Task]:
     """Validated tasks with every default filled in (losses, metrics, the main task's classes).
 
     Raises:
@@ -314,16 +316,31 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
             raise ValueError(f"MultiTaskClassifier: {len(class_names)} class_names for the main task "
                              f"{main.name!r} with "
                              f"{main.num_classes} classes; give one name per class.")
-        self.save_hyperparameters({  # every argument but the optimizer / scheduler factories
-            # tasks as plain dicts, so checkpoints load with torch.load(weights_only=True); num_classes
-            # resolved
-            "tasks": [asdict(t) if isinstance(t, Task) else dict(t) for t in tasks] if tasks is not None else None,
-            "encoder": encoder, "num_classes": main.num_classes, "pretrained": pretrained, "in_chans": in_chans,
-            "weighting": weighting, "dwa_temperature": dwa_temperature, "uncertainty_lr": uncertainty_lr,
-            "sharing": sharing, "soft_sharing_strength": soft_sharing_strength, "hidden": hidden, "dropout": dropout,
-            "activation": activation, "head_init": head_init, "drop_path_rate": drop_path_rate,
-            "pretrained_strict": pretrained_strict, "class_names": class_names,
-        })
+        self.save_hyperparameters(
+            {  # every argument but the optimizer / scheduler factories
+                # tasks as plain dicts, so checkpoints load with torch.load(weights_only=True); num_classes
+                # resolved
+                "tasks": [asdict(t) if isinstance(t, Task) else dict(t) for t in tasks]
+                if tasks is not None
+                else None,
+                "encoder": encoder,
+                "num_classes": main.num_classes,
+                "pretrained": pretrained,
+                "in_chans": in_chans,
+                "weighting": weighting,
+                "dwa_temperature": dwa_temperature,
+                "uncertainty_lr": uncertainty_lr,
+                "sharing": sharing,
+                "soft_sharing_strength": soft_sharing_strength,
+                "hidden": hidden,
+                "dropout": dropout,
+                "activation": activation,
+                "head_init": head_init,
+                "drop_path_rate": drop_path_rate,
+                "pretrained_strict": pretrained_strict,
+                "class_names": class_names,
+            }
+        )
         self.tasks = resolved
         self.main_task = main.name
         self.weighting = weighting
@@ -335,8 +352,13 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.auxiliary_dropped = False
 
-        first = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, drop_path_rate=drop_path_rate,
-                                      pretrained_strict=pretrained_strict)
+        first = create_encoder(
+            encoder,
+            pretrained=pretrained,
+            in_chans=in_chans,
+            drop_path_rate=drop_path_rate,
+            pretrained_strict=pretrained_strict,
+        )
         if sharing == "hard":
             self.encoder = first
         else:  # every task's encoder starts from the same weights: the penalty starts at 0
@@ -364,8 +386,9 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
             # The main task's metrics again under {stage}/ (ModelCheckpoint monitors val/acc).
             # compute_groups=False:
             # state sharing once reported a wrong macro F1 (see ImageClassifier).
-            per_task["_main"] = MetricCollection({k: _metric(main, k) for k in main.metrics}, compute_groups=False,
-                                                 prefix=f"{stage}/")
+            per_task["_main"] = MetricCollection(
+                {k: _metric(main, k) for k in main.metrics}, compute_groups=False, prefix=f"{stage}/"
+            )
             setattr(self, f"{stage}_metrics", nn.ModuleDict(per_task))
 
     # -- model -------------------------------------------------------------------------------
@@ -374,7 +397,8 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         return self.encoder if self.sharing == "hard" else self.encoders[name]
 
     def forward_tasks(self, x: Tensor) -> dict[str, Tensor]:
-        """Outputs of every task: logits (N, C) for multiclass, (N,) logits / values for binary / regression."""
+        """Outputs of every task: logits (N, C) for multiclass, (N,) logits / values for binary /
+        regression."""
         if self.sharing == "hard":
             features = self.encoder(x)
             outs = {name: head(features) for name, head in self.heads.items()}
@@ -471,7 +495,9 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
             self.log(f"task/{t.name}/{stage}_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n,
                      sync_dist=True)
             out = outputs[t.name].detach()
-            if t.type == "binary":  # probabilities: torchmetrics would take logits that fall in [0, 1] as such
+            if (
+                t.type == "binary"
+            ):  # probabilities: torchmetrics would take logits that fall in [0, 1] as such
                 out = out.sigmoid()
             target = targets[t.name].long() if t.type != "regression" else targets[t.name].to(out.dtype)
             metrics[t.name].update(out, target)
@@ -497,7 +523,9 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         loss = self._shared_step(batch, "train")
         if self.sharing == "soft" and self.soft_sharing_strength > 0:
             penalty = soft_sharing_penalty(list(self.encoders.values()))
-            self.log("train/soft_sharing_penalty", penalty.detach(), on_step=True, on_epoch=False, batch_size=1)
+            self.log(
+                "train/soft_sharing_penalty", penalty.detach(), on_step=True, on_epoch=False, batch_size=1
+            )
             loss = loss + self.soft_sharing_strength * penalty
         return loss
 
@@ -559,7 +587,12 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
     def configure_optimizers(self) -> Any:
         groups = build_param_groups(self.layer_groups())
         if self.weighting == "uncertainty":
-            group = {"params": [self.log_vars], "name": "loss_weights", "group": "loss_weights", "weight_decay": 0.0}
+            group = {
+                "params": [self.log_vars],
+                "name": "loss_weights",
+                "group": "loss_weights",
+                "weight_decay": 0.0,
+            }
             if self.uncertainty_lr is not None:
                 group["lr"] = self.uncertainty_lr
             groups.append(group)
@@ -567,7 +600,10 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         trainer = self.trainer if self._trainer is not None else None
-        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler_config(self.lr_scheduler_factory, optimizer, trainer)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": lr_scheduler_config(self.lr_scheduler_factory, optimizer, trainer),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lightkit"] = {**inference_metadata(self), "main_task": self.main_task}

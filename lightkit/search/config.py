@@ -114,13 +114,19 @@ class Stage:
     overrides: dict = field(default_factory=dict)
 
     def fit_overrides(self) -> dict[str, Any]:
-        return {"trainer.max_epochs": self.max_epochs, "trainer.limit_train_batches": self.limit_train_batches,
-                **self.overrides}
+        return {
+            "trainer.max_epochs": self.max_epochs,
+            "trainer.limit_train_batches": self.limit_train_batches,
+            **self.overrides,
+        }
 
 
 def _default_stages() -> list[Stage]:
-    return [Stage("coarse", n_trials=20, max_epochs=1), Stage("fine", n_trials=10, max_epochs=3, narrow_top_k=5),
-            Stage("final", retrain_top=3, max_epochs=10, prune=False)]
+    return [
+        Stage("coarse", n_trials=20, max_epochs=1),
+        Stage("fine", n_trials=10, max_epochs=3, narrow_top_k=5),
+        Stage("final", retrain_top=3, max_epochs=10, prune=False),
+    ]
 
 
 @dataclass
@@ -230,7 +236,9 @@ class SearchConfig:
 
 
 def _encode(choice: Any) -> Any:
-    return choice if isinstance(choice, _PRIMITIVE) else yaml.safe_dump(choice, default_flow_style=True).strip()
+    return (
+        choice if isinstance(choice, _PRIMITIVE) else yaml.safe_dump(choice, default_flow_style=True).strip()
+    )
 
 
 def _cli_value(value: Any) -> str:

@@ -70,7 +70,9 @@ def _retry_callback(config: SearchConfig) -> tuple[str, Any]:
     import optuna
 
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-        return "heartbeat_stale_trial_callback", optuna.storages.RetryHeartbeatStaleTrialCallback(config.max_retry)
+        return "heartbeat_stale_trial_callback", optuna.storages.RetryHeartbeatStaleTrialCallback(
+            config.max_retry
+        )
     return "failed_trial_callback", optuna.storages.RetryFailedTrialCallback(config.max_retry)
 
 
@@ -84,8 +86,13 @@ def _storage(config: SearchConfig) -> Any:
     retry = dict([_retry_callback(config)])
     for attempt in range(5):  # workers starting together may race on creating the tables
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=config.heartbeat_interval,
-                                              grace_period=config.grace_period, **retry)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=config.heartbeat_interval,
+                grace_period=config.grace_period,
+                **retry,
+            )
         except SQLAlchemyError:
             if attempt == 4:
                 raise

@@ -17,7 +17,13 @@ from lightkit.plotting import axes_grid, color_cycle, save_figure
 from lightkit.search.config import SearchConfig
 from lightkit.search.result import SearchResult
 
-__all__ = ["log_wandb_summary", "plot_metric_vs_params", "plot_stage_narrowing", "trials_table", "write_outputs"]
+__all__ = [
+    "log_wandb_summary",
+    "plot_metric_vs_params",
+    "plot_stage_narrowing",
+    "trials_table",
+    "write_outputs",
+]
 
 
 def _fmt(value: Any) -> str:
@@ -49,7 +55,8 @@ def trials_table(config: SearchConfig, result: SearchResult, limit: int | None =
 
 
 def write_outputs(config: SearchConfig, result: SearchResult) -> None:
-    """Write ``trials.csv``, ``summary.json``, the two PNGs and (with ``config.wandb``) the W&B summary run."""
+    """Write ``trials.csv``, ``summary.json``, the two PNGs and (with ``config.wandb``) the W&B summary
+    run."""
     run_dir = result.run_dir
     keys = list(config.space)
     with open(run_dir / "trials.csv", "w", newline="") as fh:
@@ -58,10 +65,18 @@ def write_outputs(config: SearchConfig, result: SearchResult) -> None:
         for r in result.trials:
             writer.writerow([r["stage"], r["number"], r["state"], r["status"], r["value"],
                              *[r["params"].get(k) for k in keys], r["epochs"], r["seconds"], r["worker"]])
-    summary = {"study_name": config.study_name, "storage": result.storage, "metric": config.metric,
-               "direction": config.direction, "best_value": result.best_value, "best_params": result.best_params,
-               "best_stage": result.best_stage, "best_config": str(result.best_config) if result.best_config else None,
-               "stages": [asdict(s) for s in result.stages], "seconds": result.seconds}
+    summary = {
+        "study_name": config.study_name,
+        "storage": result.storage,
+        "metric": config.metric,
+        "direction": config.direction,
+        "best_value": result.best_value,
+        "best_params": result.best_params,
+        "best_stage": result.best_stage,
+        "best_config": str(result.best_config) if result.best_config else None,
+        "stages": [asdict(s) for s in result.stages],
+        "seconds": result.seconds,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     plots = [plot_metric_vs_params(config, result, run_dir / "metric_vs_params.png"),
              plot_stage_narrowing(config, result, run_dir / "stage_narrowing.png")]
@@ -125,7 +140,14 @@ def plot_stage_narrowing(config: SearchConfig, result: SearchResult, path: Path)
         for i, stage in enumerate(result.stages):
             y = n - 1 - i
             rng = stage.space.get(key, {})
-            ax.plot([rng.get("low"), rng.get("high")], [y, y], lw=6, alpha=0.35, color="tab:blue", solid_capstyle="butt")
+            ax.plot(
+                [rng.get("low"), rng.get("high")],
+                [y, y],
+                lw=6,
+                alpha=0.35,
+                color="tab:blue",
+                solid_capstyle="butt",
+            )
             xs = [r["params"][key] for r in result.trials if r["stage"] == stage.name and key in r["params"]]
             ax.scatter(xs, [y] * len(xs), s=12, color="tab:blue")
             if key in stage.best_params:
@@ -157,7 +179,9 @@ def log_wandb_summary(config: SearchConfig, result: SearchResult, plots: list[Pa
     keys = list(config.space)
     table = wandb.Table(columns=["stage", "number", "status", "value", *keys])
     for r in result.trials:
-        table.add_data(r["stage"], r["number"], r["status"], r["value"], *[str(r["params"].get(k)) for k in keys])
+        table.add_data(
+            r["stage"], r["number"], r["status"], r["value"], *[str(r["params"].get(k)) for k in keys]
+        )
     run.log({"search/trials": table, **{f"search/{p.stem}": wandb.Image(str(p)) for p in plots}})
     run.summary.update({"search/best_value": result.best_value, "search/best_stage": result.best_stage,
                         **{f"search/best/{k}": v for k, v in result.best_params.items()},

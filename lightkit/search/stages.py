@@ -35,7 +35,10 @@ log = logging.getLogger("lightkit.search")
 
 
 def _space_dict(space: dict[str, Param]) -> dict[str, dict[str, Any]]:
-    return {k: {f: v for f, v in asdict(p).items() if v is not None and not (f == "log" and not v)} for k, p in space.items()}
+    return {
+        k: {f: v for f, v in asdict(p).items() if v is not None and not (f == "log" and not v)}
+        for k, p in space.items()
+    }
 
 
 def _params_of(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
@@ -43,7 +46,8 @@ def _params_of(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
 
 
 def _validate_keys(config: SearchConfig) -> Any:
-    """Build one trial's CLI (parse + instantiate, no fit) and check every space key parses; return the parser."""
+    """Build one trial's CLI (parse + instantiate, no fit) and check every space key parses; return the
+    parser."""
     from lightkit.cli import main
 
     probe = Path(config.run_dir) / "_validate"
@@ -70,7 +74,9 @@ def _suggest(trial: Any, key: str, param: Param) -> Any:
     return trial.suggest_float(key, float(param.low), float(param.high), log=param.is_log)  # type: ignore[arg-type]
 
 
-def _objective(config: SearchConfig, stage: Stage, space: dict[str, Param], stage_dir: Path) -> Callable[[Any], float]:
+def _objective(
+    config: SearchConfig, stage: Stage, space: dict[str, Param], stage_dir: Path
+) -> Callable[[Any], float]:
     import optuna
 
     def objective(trial: Any) -> float:
@@ -93,7 +99,9 @@ def _objective(config: SearchConfig, stage: Stage, space: dict[str, Param], stag
     return objective
 
 
-def _stage_space(config: SearchConfig, index: int, previous: list[Any], prev_space: dict[str, Param]) -> dict[str, Param]:
+def _stage_space(
+    config: SearchConfig, index: int, previous: list[Any], prev_space: dict[str, Param]
+) -> dict[str, Param]:
     stage = config.stages[index]
     if not stage.narrow_top_k:
         return dict(config.space)
@@ -103,8 +111,12 @@ def _stage_space(config: SearchConfig, index: int, previous: list[Any], prev_spa
                           "stage, "
                           "but it has no completed trial; give the previous stage more n_trials or a looser "
                           "pruner.")
-    return {k: narrow(p, [t.params[k] for t in top if k in t.params], config.narrow_margin, within=config.space[k])
-            for k, p in prev_space.items()}
+    return {
+        k: narrow(
+            p, [t.params[k] for t in top if k in t.params], config.narrow_margin, within=config.space[k]
+        )
+        for k, p in prev_space.items()
+    }
 
 
 
@@ -116,8 +128,14 @@ def _run_stage(config: SearchConfig, index: int, storage: Any, space: dict[str, 
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials,
                                           n_warmup_steps=config.pruner_warmup_steps)
               if stage.prune else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=config.study(index), storage=storage, direction=config.direction,
-                                sampler=_make_sampler(config.sampler, config.seed), pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=config.study(index),
+        storage=storage,
+        direction=config.direction,
+        sampler=_make_sampler(config.sampler, config.seed),
+        pruner=pruner,
+        load_if_exists=True,
+    )
     study.set_user_attr("space", _space_dict(space))
     study.set_user_attr("stage", asdict(stage))
     retrain = stage.retrain_top > 0
@@ -131,7 +149,9 @@ def _run_stage(config: SearchConfig, index: int, storage: Any, space: dict[str, 
     states = optuna.trial.TrialState
     poll = max(0.5, min(5.0, config.heartbeat_interval / 2))
     while True:
-        with warnings.catch_warnings():  # "experimental since v2.9": stable in practice, and the resume relies on it
+        with (
+            warnings.catch_warnings()
+        ):  # "experimental since v2.9": stable in practice, and the resume relies on it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         _fail_unclaimed_trials(study, config)
@@ -159,7 +179,11 @@ def _summarise(config: SearchConfig, index: int, study: Any, space: dict[str, Pa
     best = ranked[0] if ranked else None
     best_params = _params_of(best, config.space) if best else {}
     # Retrain stages draw nothing new: their values are the previous stage's, already warned about.
-    found = border_warnings(space, dict(best.params), stage.name, config.border_fraction) if best and not stage.retrain_top else []
+    found = (
+        border_warnings(space, dict(best.params), stage.name, config.border_fraction)
+        if best and not stage.retrain_top
+        else []
+    )
     for w in found:
         log.warning(w.message())
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
@@ -183,7 +207,9 @@ def _trial_rows(config: SearchConfig, studies: list[Any]) -> list[dict[str, Any]
     return rows
 
 
-def export_best_config(config: SearchConfig, parser: Any, params: dict[str, Any], stage: Stage, path: Path) -> Path:
+def export_best_config(
+    config: SearchConfig, parser: Any, params: dict[str, Any], stage: Stage, path: Path
+) -> Path:
     """Write the base config + the search's overrides + the stage's trainer budget + ``params`` as one
     resolved fit config (``python cli.py fit --config path``)."""
     args = _base_args(config) + _dotted_args({**config.overrides, **stage.fit_overrides(), **params})

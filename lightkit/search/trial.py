@@ -104,9 +104,15 @@ def _base_args(config: SearchConfig) -> list[str]:
     return [arg for p in paths for arg in ("--config", p)]
 
 
-def _trial_overrides(config: SearchConfig, trial_dir: Path, wandb_name: str | None, stage: str) -> dict[str, Any]:
-    loggers: list[dict[str, Any]] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                      "init_args": {"save_dir": str(trial_dir), "name": "logs", "version": ""}}]
+def _trial_overrides(
+    config: SearchConfig, trial_dir: Path, wandb_name: str | None, stage: str
+) -> dict[str, Any]:
+    loggers: list[dict[str, Any]] = [
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(trial_dir), "name": "logs", "version": ""},
+        }
+    ]
     if wandb_name is not None:
         loggers.append({"class_path": "lightkit.loggers.WandbLogger",
                         "init_args": {"project": config.wandb_project, "name": wandb_name,

@@ -1,4 +1,5 @@
-"""Monitoring callbacks in short CPU fits: hooks only on logging steps, numbers by hand, PNGs, W&B offline, state."""
+"""Monitoring callbacks in short CPU fits: hooks only on logging steps, numbers by hand, PNGs, W&B offline,
+state."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class HookCountingClassifier(ImageClassifier):
 
 
 class Tiny(LightningModule):
-    """Linear(2, 4) + ReLU + Linear(4, 1) with known weights: units 0 and 3 of the ReLU are dead on positive inputs."""
+    """Linear(2, 4) + ReLU + Linear(4, 1) with known weights: units 0 and 3 of the ReLU are dead on positive
+    inputs."""
 
     def __init__(self, lr: float = 0.1) -> None:
         super().__init__()
@@ -51,24 +53,47 @@ class Tiny(LightningModule):
 
 def _image_loader(n: int = 8, batch_size: int = 4) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 1, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)), batch_size=batch_size)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 1, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)),
+        batch_size=batch_size,
+    )
 
 
 def _tiny_loader() -> DataLoader:
-    return DataLoader(TensorDataset(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([1.0, 2.0])), batch_size=2)
+    return DataLoader(
+        TensorDataset(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([1.0, 2.0])), batch_size=2
+    )
 
 
 def _trainer(tmp_path: Path, callbacks: list[Callback], max_steps: int, **kwargs: Any) -> Trainer:
-    options = {"logger": False, "enable_checkpointing": False, "limit_val_batches": 1, "enable_model_summary": False}
-    return Trainer(max_steps=max_steps, default_root_dir=tmp_path, accelerator="cpu", enable_progress_bar=False,
-                   callbacks=callbacks, **{**options, **kwargs})
+    options = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "limit_val_batches": 1,
+        "enable_model_summary": False,
+    }
+    return Trainer(
+        max_steps=max_steps,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        callbacks=callbacks,
+        **{**options, **kwargs},
+    )
 
 
 def test_short_fit_hooks_only_on_logging_steps_and_pngs(tmp_path: Path) -> None:
     model = HookCountingClassifier(encoder="test_resnet", num_classes=10, in_chans=1)
     model.hook_counts = []
-    acts, grads, filters, curves = ActivationMonitor(every_n_steps=2), GradientMonitor(every_n_steps=2), FilterMonitor(), LossCurves(sync_every_n_steps=3)
-    _trainer(tmp_path, [acts, grads, filters, curves], max_steps=4).fit(model, _image_loader(), _image_loader())
+    acts, grads, filters, curves = (
+        ActivationMonitor(every_n_steps=2),
+        GradientMonitor(every_n_steps=2),
+        FilterMonitor(),
+        LossCurves(sync_every_n_steps=3),
+    )
+    _trainer(tmp_path, [acts, grads, filters, curves], max_steps=4).fit(
+        model, _image_loader(), _image_loader()
+    )
     assert model.hook_counts == [1, 0, 1, 0]
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     assert acts.last["step"] == 2 and "encoder.layer1.0.act2" in acts.last["stats"]
@@ -76,7 +101,14 @@ def test_short_fit_hooks_only_on_logging_steps_and_pngs(tmp_path: Path) -> None:
     assert curves.train["step"] == [1.0, 2.0, 3.0, 4.0] and len(curves.val["loss"]) == 2
     assert curves.train_epochs["acc"] and all(0 <= a <= 1 for a in curves.train_epochs["acc"])
     out = tmp_path / "monitor"
-    for name in ("activations.png", "gradients.png", "curves.png", "filters/init.png", "filters/epoch=000.png", "filters/epoch=001.png"):
+    for name in (
+        "activations.png",
+        "gradients.png",
+        "curves.png",
+        "filters/init.png",
+        "filters/epoch=000.png",
+        "filters/epoch=001.png",
+    ):
         assert (out / name).stat().st_size > 1000, name
     assert curves.save(tmp_path / "on_demand.png").exists()
 
@@ -86,15 +118,23 @@ def test_numbers_by_hand_in_a_fit(tmp_path: Path) -> None:
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     acts, grads = ActivationMonitor(every_n_steps=1), GradientMonitor(every_n_steps=1, params="all")
     _trainer(tmp_path, [acts, grads], max_steps=1).fit(model, _tiny_loader())
-    dead = dict(zip(("mean", "std", "zero", "dead", "saturated"), acts.last["stats"]["net.1"], strict=True))["dead"]
+    dead = dict(zip(("mean", "std", "zero", "dead", "saturated"), acts.last["stats"]["net.1"], strict=True))[
+        "dead"
+    ]
     assert dead == pytest.approx(0.5)
     assert grads.names == ["net.0", "net.0.bias", "net.2", "net.2.bias"]
     after = dict(model.named_parameters())
     for i, name in enumerate(n for n, _ in model.named_parameters()):
         step = torch.linalg.vector_norm(after[name].detach() - before[name])
-        assert grads.history[0]["norms"][i] == pytest.approx(float(step / 0.1), rel=1e-4)  # SGD: step = lr * grad
-        assert grads.history[0]["ratios"][i] == pytest.approx(float(step / torch.linalg.vector_norm(before[name])), rel=1e-4)
-    assert grads.history[0]["grad_norm"] == pytest.approx(sum(v * v for v in grads.history[0]["norms"]) ** 0.5, rel=1e-5)
+        assert grads.history[0]["norms"][i] == pytest.approx(
+            float(step / 0.1), rel=1e-4
+        )  # SGD: step = lr * grad
+        assert grads.history[0]["ratios"][i] == pytest.approx(
+            float(step / torch.linalg.vector_norm(before[name])), rel=1e-4
+        )
+    assert grads.history[0]["grad_norm"] == pytest.approx(
+        sum(v * v for v in grads.history[0]["norms"]) ** 0.5, rel=1e-5
+    )
     for callback in (acts, grads):  # state round trip
         clone = type(callback)()
         clone.load_state_dict(callback.state_dict())
@@ -122,15 +162,29 @@ def test_fitting_twice_with_one_instance_starts_afresh(tmp_path: Path) -> None:
 def test_wandb_offline_gets_histograms_and_images(tmp_path: Path) -> None:
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     model = ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1)
-    callbacks = [ActivationMonitor(every_n_steps=1), GradientMonitor(every_n_steps=1), FilterMonitor(), LossCurves()]
+    callbacks = [
+        ActivationMonitor(every_n_steps=1),
+        GradientMonitor(every_n_steps=1),
+        FilterMonitor(),
+        LossCurves(),
+    ]
     _trainer(tmp_path, callbacks, max_steps=2, logger=logger).fit(model, _image_loader(), _image_loader())
     logger.experiment.finish()
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     images = {p.name.split("_")[0] for p in (run_dir / "files" / "media" / "images" / "monitor").iterdir()}
     assert {"activations", "gradients", "filters", "curves"} <= images
     wandb_cli = Path(sys.executable).with_name("wandb")
-    command = [str(wandb_cli) if wandb_cli.exists() else "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    summary = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout)["summary"]
+    command = [
+        str(wandb_cli) if wandb_cli.exists() else "wandb",
+        "leet",
+        "inspect",
+        "--summary",
+        "--json",
+        str(run_dir),
+    ]
+    summary = json.loads(
+        subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    )["summary"]
     assert summary["monitor/encoder.act1/act_hist"]["_type"] == "histogram"
     assert summary["monitor/encoder.conv1.0/grad_hist"]["_type"] == "histogram"
     assert 0.0 <= summary["monitor/encoder.act1/act_dead"] <= 1.0
@@ -200,13 +254,24 @@ def test_save_before_anything_recorded(callback: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),
     [
-        ("ActivationMonitor", {"layers": "enc(oder"},
-         r"ActivationMonitor: layers='enc\(oder' is not a valid regex \(missing \), .*\); use 'activations' "
-         r"or fix"),
-        ("GradientMonitor", {"params": "[head"},
-         r"GradientMonitor: params='\[head' is not a valid regex .*; use 'weights', 'all' or fix the "
-         r"pattern"),
-        ("Diagnose", {"layers": "*relu"}, r"Diagnose: layers='\*relu' is not a valid regex .*; use 'activations' or fix the pattern"),
+        (
+            "ActivationMonitor",
+            {"layers": "enc(oder"},
+            r"ActivationMonitor: layers='enc\(oder' is not a valid regex \(missing \), .*\); "
+            r"use 'activations' "
+            r"or fix",
+        ),
+        (
+            "GradientMonitor",
+            {"params": "[head"},
+            r"GradientMonitor: params='\[head' is not a valid regex .*; use 'weights', 'all' or fix the "
+            r"pattern",
+        ),
+        (
+            "Diagnose",
+            {"layers": "*relu"},
+            r"Diagnose: layers='\*relu' is not a valid regex .*; use 'activations' or fix the pattern",
+        ),
     ],
 )
 def test_bad_selector_regex_raises_in_every_monitor(name: str, kwargs: dict, match: str) -> None:

@@ -1,4 +1,5 @@
-"""``SWA``: the running mean from the start fraction on, BatchNorm recomputed at the end (oracle: torch update_bn)."""
+"""``SWA``: the running mean from the start fraction on, BatchNorm recomputed at the end (oracle: torch
+update_bn)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ def test_swa_mean_and_bn_recompute(tmp_path: Any) -> None:
     assert swa.start_step == 3 and swa.num_averaged == 3
     seen = recorder.states[3:]
     oracle = tiny_model()
-    oracle.load_state_dict({k: torch.stack([s[k] for s in seen]).float().mean(0).to(v.dtype) if v.is_floating_point()
-                            else seen[-1][k] for k, v in seen[0].items()})
+    oracle.load_state_dict(
+        {
+            k: torch.stack([s[k] for s in seen]).float().mean(0).to(v.dtype)
+            if v.is_floating_point()
+            else seen[-1][k]
+            for k, v in seen[0].items()
+        }
+    )
     update_bn(tiny_loader(), oracle)
     for key, value in oracle.state_dict().items():
         if "num_batches" not in key:

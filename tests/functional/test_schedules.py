@@ -16,11 +16,17 @@ SQRT1_2 = 1.0 / math.sqrt(2.0)
 GOLDEN = {
     "constant": (S.constant, {0: 1.0, 7: 1.0, 1e6: 1.0}),
     "step_decay": (partial(S.step_decay, step_size=10, gamma=0.5), {0: 1.0, 9: 1.0, 10: 0.5, 25: 0.25}),
-    "multistep": (partial(S.multistep, milestones=[10, 20], gamma=0.1), {0: 1.0, 9.5: 1.0, 10: 0.1, 19: 0.1, 20: 0.01, 99: 0.01}),
+    "multistep": (
+        partial(S.multistep, milestones=[10, 20], gamma=0.1),
+        {0: 1.0, 9.5: 1.0, 10: 0.1, 19: 0.1, 20: 0.01, 99: 0.01},
+    ),
     "linear": (partial(S.linear, total_steps=100), {0: 1.0, 25: 0.75, 50: 0.5, 100: 0.0, 150: 0.0}),
     "linear_final": (partial(S.linear, total_steps=100, final_factor=0.2), {0: 1.0, 50: 0.6, 100: 0.2}),
     "inverse_sqrt": (partial(S.inverse_sqrt, timescale=100), {0: 1.0, 100: SQRT1_2, 300: 0.5, 800: 1 / 3}),
-    "cosine": (partial(S.cosine, total_steps=100), {0: 1.0, 25: 0.8535533906, 50: 0.5, 75: 0.1464466094, 100: 0.0, 200: 0.0}),
+    "cosine": (
+        partial(S.cosine, total_steps=100),
+        {0: 1.0, 25: 0.8535533906, 50: 0.5, 75: 0.1464466094, 100: 0.0, 200: 0.0},
+    ),
     "cosine_final": (partial(S.cosine, total_steps=100, final_factor=0.1), {0: 1.0, 50: 0.55, 100: 0.1}),
     "exponential": (partial(S.exponential, gamma=0.5, every=10), {0: 1.0, 5: SQRT1_2, 10: 0.5, 30: 0.125}),
     "sgdr": (partial(S.sgdr, period=10), {0: 1.0, 5: 0.5, 9.999999: 0.0, 10: 1.0, 15: 0.5, 20: 1.0}),
@@ -29,16 +35,37 @@ GOLDEN = {
         {0: 1.0, 5: 0.5, 10: 0.5, 20: 0.25, 30: 0.25, 50: 0.125, 70: 0.125},
     ),
     "sgdr_final": (partial(S.sgdr, period=10, final_factor=0.2), {0: 1.0, 5: 0.6, 10: 1.0}),
-    "triangular": (partial(S.cyclic, step_size=10), {0: 0.25, 5: 0.625, 10: 1.0, 15: 0.625, 20: 0.25, 30: 1.0}),
-    "triangular2": (partial(S.cyclic, step_size=10, mode="triangular2"), {0: 0.25, 10: 1.0, 30: 0.625, 50: 0.4375}),
-    "exp_range": (partial(S.cyclic, step_size=10, mode="exp_range", gamma=0.99), {0: 0.25, 10: 0.25 + 0.75 * 0.99**10}),
+    "triangular": (
+        partial(S.cyclic, step_size=10),
+        {0: 0.25, 5: 0.625, 10: 1.0, 15: 0.625, 20: 0.25, 30: 1.0},
+    ),
+    "triangular2": (
+        partial(S.cyclic, step_size=10, mode="triangular2"),
+        {0: 0.25, 10: 1.0, 30: 0.625, 50: 0.4375},
+    ),
+    "exp_range": (
+        partial(S.cyclic, step_size=10, mode="exp_range", gamma=0.99),
+        {0: 0.25, 10: 0.25 + 0.75 * 0.99**10},
+    ),
     # up_end = 0.3 * 100 - 1 = 29, down_end = 99 (torch's phase boundaries)
-    "one_cycle": (partial(S.one_cycle, total_steps=100), {0: 0.04, 7.25: 0.1805887450, 14.5: 0.52, 29: 1.0, 64: 0.500002, 99: 4e-6, 120: 4e-6}),
-    "one_cycle_linear": (partial(S.one_cycle, total_steps=100, anneal="linear"), {0: 0.04, 7.25: 0.28, 29: 1.0, 64: 0.500002, 99: 4e-6}),
-    "one_cycle_momentum": (partial(S.one_cycle_momentum, total_steps=100), {0: 0.95, 14.5: 0.90, 29: 0.85, 64: 0.90, 99: 0.95}),
+    "one_cycle": (
+        partial(S.one_cycle, total_steps=100),
+        {0: 0.04, 7.25: 0.1805887450, 14.5: 0.52, 29: 1.0, 64: 0.500002, 99: 4e-6, 120: 4e-6},
+    ),
+    "one_cycle_linear": (
+        partial(S.one_cycle, total_steps=100, anneal="linear"),
+        {0: 0.04, 7.25: 0.28, 29: 1.0, 64: 0.500002, 99: 4e-6},
+    ),
+    "one_cycle_momentum": (
+        partial(S.one_cycle_momentum, total_steps=100),
+        {0: 0.95, 14.5: 0.90, 29: 0.85, 64: 0.90, 99: 0.95},
+    ),
     "warmup_constant": (S.with_warmup(S.constant, 10), {0: 0.0, 5: 0.5, 10: 1.0, 50: 1.0}),
     "warmup_start": (S.with_warmup(S.constant, 10, start_factor=0.1), {0: 0.1, 5: 0.55, 10: 1.0}),
-    "warmup_cosine": (S.with_warmup(partial(S.cosine, total_steps=100), 10), {5: 0.5, 10: 1.0, 60: 0.5, 110: 0.0}),
+    "warmup_cosine": (
+        S.with_warmup(partial(S.cosine, total_steps=100), 10),
+        {5: 0.5, 10: 1.0, 60: 0.5, 110: 0.0},
+    ),
 }
 
 
@@ -79,29 +106,52 @@ def _torch_sequence(make, steps: int, lr: float = 1.0, **opt_kwargs) -> tuple[li
 
 
 ORACLES = {
-    "step": (lambda o: torch.optim.lr_scheduler.StepLR(o, 7, 0.5), partial(S.step_decay, step_size=7, gamma=0.5)),
-    "multistep": (lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [5, 12], 0.3), partial(S.multistep, milestones=[5, 12], gamma=0.3)),
-    "linear": (lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, 0.0, total_iters=30), partial(S.linear, total_steps=30)),
-    "exponential": (lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9), partial(S.exponential, gamma=0.9)),
-    "cosine": (lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 30, eta_min=0.1), partial(S.cosine, total_steps=30, final_factor=0.1)),
+    "step": (
+        lambda o: torch.optim.lr_scheduler.StepLR(o, 7, 0.5),
+        partial(S.step_decay, step_size=7, gamma=0.5),
+    ),
+    "multistep": (
+        lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [5, 12], 0.3),
+        partial(S.multistep, milestones=[5, 12], gamma=0.3),
+    ),
+    "linear": (
+        lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, 0.0, total_iters=30),
+        partial(S.linear, total_steps=30),
+    ),
+    "exponential": (
+        lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+        partial(S.exponential, gamma=0.9),
+    ),
+    "cosine": (
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 30, eta_min=0.1),
+        partial(S.cosine, total_steps=30, final_factor=0.1),
+    ),
     "sgdr": (
         lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, 6, T_mult=2, eta_min=0.05),
         partial(S.sgdr, period=6, period_mult=2, final_factor=0.05),
     ),
     "triangular2": (
-        lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.25, 1.0, step_size_up=5, mode="triangular2", cycle_momentum=False),
+        lambda o: torch.optim.lr_scheduler.CyclicLR(
+            o, 0.25, 1.0, step_size_up=5, mode="triangular2", cycle_momentum=False
+        ),
         partial(S.cyclic, step_size=5, div_factor=4.0, mode="triangular2"),
     ),
     "exp_range": (
-        lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.25, 1.0, step_size_up=5, mode="exp_range", gamma=0.97, cycle_momentum=False),
+        lambda o: torch.optim.lr_scheduler.CyclicLR(
+            o, 0.25, 1.0, step_size_up=5, mode="exp_range", gamma=0.97, cycle_momentum=False
+        ),
         partial(S.cyclic, step_size=5, div_factor=4.0, mode="exp_range", gamma=0.97),
     ),
     "one_cycle": (
-        lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1.0, total_steps=40, pct_start=0.25, anneal_strategy="cos"),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o, 1.0, total_steps=40, pct_start=0.25, anneal_strategy="cos"
+        ),
         partial(S.one_cycle, total_steps=40, pct_start=0.25),
     ),
     "one_cycle_linear": (
-        lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1.0, total_steps=40, div_factor=10, final_div_factor=100, anneal_strategy="linear"),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o, 1.0, total_steps=40, div_factor=10, final_div_factor=100, anneal_strategy="linear"
+        ),
         partial(S.one_cycle, total_steps=40, div_factor=10, final_div_factor=100, anneal="linear"),
     ),
 }
@@ -122,7 +172,11 @@ def test_one_cycle_momentum_matches_torch_and_is_inverse(anneal: str) -> None:
     mine = [S.one_cycle_momentum(t, 50, anneal=anneal) for t in range(50)]
     assert moms == pytest.approx(mine, abs=1e-9)
     peak = max(range(50), key=lambda t: lrs[t])
-    assert mine[0] == pytest.approx(0.95) and mine[peak] == pytest.approx(0.85) and mine[-1] == pytest.approx(0.95)
+    assert (
+        mine[0] == pytest.approx(0.95)
+        and mine[peak] == pytest.approx(0.85)
+        and mine[-1] == pytest.approx(0.95)
+    )
     assert min(range(50), key=lambda t: mine[t]) == peak  # momentum lowest where the LR is highest
 
 

@@ -1,4 +1,5 @@
-"""The one metric path (torchmetrics, validate_args=False) against scikit-learn, several updates, absent classes."""
+"""The one metric path (torchmetrics, validate_args=False) against scikit-learn, several updates, absent
+classes."""
 
 from __future__ import annotations
 
