@@ -20,9 +20,9 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
+
+from lightkit.plotting import new_figure, save_figure
 
 Loss = Callable[[Tensor], Tensor]
 OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
@@ -82,8 +82,7 @@ def plot_paths(surface: str, out_dir: Path, steps: int = 100) -> Path:
     loss, start, (x0, x1, y0, y1) = SURFACES[surface]
     xs, ys = torch.linspace(x0, x1, 300, dtype=torch.float64), torch.linspace(y0, y1, 200, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(9, 4.5, layout="constrained")
     ax = fig.subplots()
     ax.contour(xs.numpy(), ys.numpy(), loss(grid).numpy(), levels=30, cmap="Greys", linewidths=0.6)
     for name, make in OPTIMIZERS[surface].items():
@@ -92,10 +91,7 @@ def plot_paths(surface: str, out_dir: Path, steps: int = 100) -> Path:
     ax.plot(*start, marker="o", color="black")
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x", ylabel="y", title=f"{surface}: {steps} steps from {start}")
     ax.legend(fontsize="small", loc="lower right")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"optimizer_paths_{surface}.png"
-    fig.savefig(out, dpi=100)
-    return out
+    return save_figure(fig, out_dir / f"optimizer_paths_{surface}.png")
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

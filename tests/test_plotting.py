@@ -50,10 +50,16 @@ def test_torch_scheduler_per_epoch_and_no_momentum(tmp_path: Path) -> None:
     opt = torch.optim.Adagrad([torch.nn.Parameter(torch.ones(1))], lr=0.1)
     with pytest.raises(ValueError, match=r"StepLR steps once per epoch; pass steps_per_epoch"):
         trace_schedule(partial(torch.optim.lr_scheduler.StepLR, step_size=2), 20, optimizer=opt)
-    lrs, momenta, _ = trace_schedule(partial(torch.optim.lr_scheduler.StepLR, step_size=2), 20, steps_per_epoch=5, optimizer=opt)
+    lrs, momenta, _ = trace_schedule(
+        partial(torch.optim.lr_scheduler.StepLR, step_size=2), 20, steps_per_epoch=5, optimizer=opt
+    )
     assert [r[0] for r in lrs] == pytest.approx([0.1] * 10 + [0.01] * 10)
-    assert momenta[0] == [None] and opt.param_groups[0]["lr"] == 0.1 and "initial_lr" not in opt.param_groups[0]
-    path = plot_schedule(partial(torch.optim.lr_scheduler.StepLR, step_size=2), 20, tmp_path / "s.png", 5, opt)
+    assert (
+        momenta[0] == [None] and opt.param_groups[0]["lr"] == 0.1 and "initial_lr" not in opt.param_groups[0]
+    )
+    path = plot_schedule(
+        partial(torch.optim.lr_scheduler.StepLR, step_size=2), 20, tmp_path / "s.png", 5, opt
+    )
     assert path.read_bytes().startswith(PNG_MAGIC)
 
 
@@ -71,7 +77,28 @@ def test_cli_factory_gets_total_steps_unless_set() -> None:
     parser = ArgumentParser()
     parser.add_argument("--s", type=LRSchedulerCallable)
     for init, total in (('{"warmup": 0.1}', 40), ('{"warmup": 0.1, "total_steps": 20}', 20)):
-        cfg = parser.parse_args(["--s", '{"class_path": "lightkit.lr_schedulers.Cosine", "init_args": ' + init + "}"])
+        cfg = parser.parse_args(
+            ["--s", '{"class_path": "lightkit.lr_schedulers.Cosine", "init_args": ' + init + "}"]
+        )
         lrs, _, _ = trace_schedule(parser.instantiate(cfg).s, 40)
         cosine = S.with_warmup(partial(S.cosine, total_steps=total - 0.1 * total), 0.1 * total)
         assert [r[0] for r in lrs] == pytest.approx([cosine(t) for t in range(40)])
+
+
+def test_one_figure_style_for_every_png() -> None:
+    """Every PNG is drawn on lightkit.plotting's Agg figures: no module touches pyplot's global state."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*root.joinpath("lightkit").rglob("*.py"), *root.joinpath("examples").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+            module = node.module if isinstance(node, ast.ImportFrom) else ""
+            pyplot = module == "matplotlib.pyplot" or (module == "matplotlib" and "pyplot" in names)
+            if pyplot or "matplotlib.pyplot" in names:
+                offenders.append(f"{path.relative_to(root)}: imports pyplot")
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "matplotlib.use":
+                offenders.append(f"{path.relative_to(root)}: calls matplotlib.use")
+    assert not offenders, offenders
