@@ -100,7 +100,7 @@ def flat_config(config: dict[str, Any], version: str | None = None) -> dict[str,
     ``class_path`` becomes the value of its key (``optimizer: torch.optim.AdamW``) and ``init_args``
     disappears from the keys; the model's optimizer and scheduler are lifted to the top
     (``optimizer.lr``, ``lr_scheduler.max_lr``), callbacks are keyed by class name
-    (``callbacks.ModelCheckpoint.monitor``), loggers are left out; ``lightkit_version`` is added.
+    (``callbacks.ModelCheckpoint.monitor``, a second one ``callbacks.ModelCheckpoint_2``), loggers are left out; ``lightkit_version`` is added.
     """
     flat: dict[str, Any] = {}
 
@@ -115,8 +115,11 @@ def flat_config(config: dict[str, Any], version: str | None = None) -> dict[str,
             for key, item in value.items():
                 put(f"{prefix}.{key}" if prefix else str(key), item)
         elif isinstance(value, list) and value and all(isinstance(v, dict) and "class_path" in v for v in value):
-            for item in value:
-                put(f"{prefix}.{str(item['class_path']).rsplit('.', 1)[-1]}", item)
+            seen: dict[str, int] = {}
+            for item in value:  # by class name; a second one of a class is Name_2, ...
+                name = str(item["class_path"]).rsplit(".", 1)[-1]
+                seen[name] = seen.get(name, 0) + 1
+                put(f"{prefix}.{name}" + (f"_{seen[name]}" if seen[name] > 1 else ""), item)
         else:
             flat[prefix] = value if isinstance(value, int | float | str | bool) or value is None else str(value)
 

@@ -65,7 +65,9 @@ def test_flat_config_lifts_optimizer_and_scheduler() -> None:
         "seed_everything": 0, "config": ["x.yaml"],
         "trainer": {"max_epochs": 5, "logger": [{"class_path": "CSVLogger"}],
                     "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                   "init_args": {"monitor": "val/loss"}}]},
+                                   "init_args": {"monitor": "val/loss"}},
+                                  {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"filename": "last"}}]},
         "model": {"class_path": "lightkit.models.ImageClassifier", "init_args": {
             "encoder": "resnet10t", "hidden": [256],
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.001, "weight_decay": 0.05}},
@@ -79,6 +81,8 @@ def test_flat_config_lifts_optimizer_and_scheduler() -> None:
         "model": "lightkit.models.ImageClassifier", "model.encoder": "resnet10t", "model.hidden": "[256]",
         "callbacks.ModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
         "callbacks.ModelCheckpoint.monitor": "val/loss", "trainer.max_epochs": 5,
+        "callbacks.ModelCheckpoint_2": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "callbacks.ModelCheckpoint_2.filename": "last",
         "seed_everything": 0, "data": "lightkit.data.DigitsDataModule", "data.batch_size": 64,
         "lightkit_version": "0.1.0",
     }
