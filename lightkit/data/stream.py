@@ -57,31 +57,44 @@ def default_num_workers(world_size: int = 1) -> int:
     return max(1, min(8, cpus // max(1, world_size) - 1))
 
 
-def scan_headers(paths: Sequence[str | Path]) -> tuple[list[tuple[int, int, int]], list[int], list[tuple[str, str]]]:
+def _header(path: str | Path) -> tuple[int, int, int] | str:
+    """``(height, width, stored channels)`` of one file (EXIF rotation applied), or why PIL cannot open it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            bands = len(img.getbands())
+            orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+    except (*_HEADER_ERRORS, Image.DecompressionBombError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    if orientation in _SWAP_ORIENTATIONS:
+        height, width = width, height
+    return height, width, bands
+
+
+def scan_headers(paths: Sequence[str | Path], threads: int = 8) -> tuple[list[tuple[int, int, int]], list[int],
+                                                                         list[tuple[str, str]]]:
     """Read only the headers: ``(height, width, stored channels)`` per readable file (EXIF rotation
     applied), the indices of those files, and ``(path, reason)`` for the files PIL cannot open.
 
-    Catches missing files and files that are not images at a fraction of a decode's cost (tens of
-    microseconds per file); a truncated image only fails when a worker decodes it.
+    Catches missing files and files that are not images at a fraction of a decode's cost; a truncated
+    image only fails when a worker decodes it. Opening files is I/O-bound (13 s for 50,000 JPEGs not in
+    the page cache, in one thread), so ``threads`` threads read them.
     """
-    from PIL import Image
+    from concurrent.futures import ThreadPoolExecutor
 
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        headers = list(pool.map(_header, paths, chunksize=256)) if len(paths) > 256 else [_header(p) for p in paths]
     sizes: list[tuple[int, int, int]] = []
     kept: list[int] = []
     bad: list[tuple[str, str]] = []
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-                bands = len(img.getbands())
-                orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
-        except (*_HEADER_ERRORS, Image.DecompressionBombError) as err:
-            bad.append((str(path), str(err).splitlines()[0] if str(err) else type(err).__name__))
-            continue
-        if orientation in _SWAP_ORIENTATIONS:
-            height, width = width, height
-        sizes.append((height, width, bands))
-        kept.append(i)
+    for i, (path, header) in enumerate(zip(paths, headers, strict=True)):
+        if isinstance(header, str):
+            bad.append((str(path), header))
+        else:
+            sizes.append(header)
+            kept.append(i)
     return sizes, kept, bad
 
 
