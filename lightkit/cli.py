@@ -30,7 +30,7 @@ from rich.table import Table  # noqa: E402
 
 from lightkit.callbacks.budget import TrainingBudget  # noqa: E402
 from lightkit.callbacks.prediction_writer import PredictionWriter  # noqa: E402
-from lightkit.cli_checks import check_argv, check_ckpt_overrides, check_config_values  # noqa: E402
+from lightkit.cli_checks import check_argv, check_ckpt_overrides, check_config_values, int_first_unions  # noqa: E402
 from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
 from lightkit.edge import RunFailed, UsageError, run_at_edge  # noqa: E402
 from lightkit.ensemble import EnsembleResult, ensemble_predict  # noqa: E402
@@ -53,6 +53,7 @@ class LightkitCLI(LightningCLI):
         parser_kwargs.setdefault("exit_on_error", False)
         self.run_dir: Path | None = None
         self._argv: list[str] = []
+        int_first_unions(kwargs.get("trainer_class", Trainer).__init__)  # limit_*_batches 1 stays one batch
         super().__init__(*args, parser_kwargs=parser_kwargs, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

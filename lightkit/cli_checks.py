@@ -7,14 +7,20 @@
   optimizer or the scheduler (torch trains with it: gradient ascent or NaN weights), and
   ``max_epochs: -1`` with no ``max_steps`` for a schedule that needs the run's length;
 - at ``test`` / ``validate`` / ``predict`` from a checkpoint (:func:`check_ckpt_overrides`): a
-  ``--model...`` value that the checkpoint's own hyperparameters would replace.
+  ``--model...`` value that the checkpoint's own hyperparameters would replace;
+- before the parser is built (:func:`int_first_unions`): ``--trainer.limit_train_batches 1`` must
+  stay one batch, not 100 % of them, whatever was imported before Lightning.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
+import operator
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +29,31 @@ import yaml
 
 from lightkit.edge import UsageError, close_matches
 
-__all__ = ["LINKED_KEYS", "check_argv", "check_ckpt_overrides", "check_config_values", "lightning_commands"]
+__all__ = ["LINKED_KEYS", "check_argv", "check_ckpt_overrides", "check_config_values", "int_first_unions",
+           "lightning_commands"]
 
 LINKED_KEYS = ("num_classes", "in_chans", "class_names")
+
+
+def int_first_unions(function: Any) -> list[str]:
+    """Put ``int`` back before ``float`` in the ``Union`` annotations of ``function`` where the order was lost.
+
+    ``typing`` caches ``Optional[Union[...]]`` by set equality: when any module imported earlier (rich
+    does, and sklearn imports rich) built ``Optional[Union[float, int]]``, Lightning's
+    ``Optional[Union[int, float]]`` for ``limit_train_batches`` *is* that object, jsonargparse tries
+    ``float`` first, and ``--trainer.limit_train_batches 1`` becomes ``1.0``: every batch instead of
+    one. The annotations are rewritten as ``int | float | None`` (not cached). Returns the names fixed.
+    """
+    annotations = getattr(function, "__annotations__", {})
+    fixed = []
+    for name, annotation in list(annotations.items()):
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and int in args and float in args \
+                and args.index(float) < args.index(int):
+            ordered = sorted(args, key=lambda t: (t is not int, t is not float))
+            annotations[name] = functools.reduce(operator.or_, ordered)
+            fixed.append(name)
+    return fixed
 
 
 def lightning_commands() -> tuple[str, ...]:

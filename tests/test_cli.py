@@ -62,6 +62,30 @@ def test_quickstart_links_data_into_model(tmp_path: Path) -> None:
     assert cli.model.hparams.class_names == [str(i) for i in range(10)]
 
 
+def test_limit_batches_one_is_one_batch_even_after_rich_reordered_the_union(tmp_path: Path) -> None:
+    """``typing`` caches ``Optional[Union[float, int]]`` (built by rich, which sklearn imports) as
+    Lightning's ``Optional[Union[int, float]]``; jsonargparse then parsed ``1`` as ``1.0`` (all batches)."""
+    import typing
+
+    from lightkit.cli_checks import int_first_unions
+
+    def planted(limit=1.0, rate=0.1):  # noqa: ANN001, ANN202
+        return limit, rate
+
+    planted.__annotations__ = {"limit": float | int | None, "rate": float}  # float first, as the cache can hand it
+
+    assert int_first_unions(planted) == ["limit"] and typing.get_args(planted.__annotations__["limit"])[0] is int
+    # The user's order of imports (rich first, as sklearn does), in a fresh interpreter.
+    script = ("import rich.console, sys; from lightkit.cli import main; "
+              "cli = main(sys.argv[1:], run=False); "
+              "print(repr(cli.trainer.limit_train_batches), repr(cli.trainer.limit_val_batches))")
+    args = ["--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.logger=false",
+            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0.5", f"--trainer.default_root_dir={tmp_path}"]
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["1", "0.5"]
+
+
 def _wandb_summary(run_dir: Path) -> dict:
     out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
                          capture_output=True, text=True, timeout=120, check=True)

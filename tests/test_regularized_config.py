@@ -29,7 +29,7 @@ def test_short_fit_with_the_real_encoder(tmp_path: Path, caplog: pytest.LogCaptu
     assert model.hparams.dropout == 0.2 and dm.samples_per_class == 20 and dm.split_sizes()["train"] == 200
     (mixer,) = [cb for cb in trainer.callbacks if isinstance(cb, MixUpCutMix)]
     (stop,) = [cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)]
-    (best,) = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    (best,) = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor]
     assert (mixer.mixup_alpha, mixer.cutmix_alpha, mixer.label_smoothing) == (0.2, 1.0, 0.1)
     assert (stop.monitor, stop.patience, best.monitor, best.mode) == ("val/loss", 10, "val/loss", "min")
     assert trainer.global_step == 2 and Path(best.best_model_path).is_file()
