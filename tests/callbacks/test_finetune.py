@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightkit.callbacks.finetune import FineTune, PhaseSchedule
 from lightkit.functional.groups import geometric_lrs
 from lightkit.functional.schedules import cosine, one_cycle
-from lightkit.models.classifier import ImageClassifier
 from lightkit.lr_schedulers import Cosine
+from lightkit.models.classifier import ImageClassifier
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS = ["encoder.stem", "encoder.block1", "encoder.block2", "encoder.block3", "encoder.block4", "head"]
