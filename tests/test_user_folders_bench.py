@@ -100,3 +100,29 @@ def test_table_and_merge(bench, tmp_path) -> None:
     assert "| recipe | 3 | 90.0 % | 10.0 % | 0: 90.0, 1: 10.0, 2: 95.0 | 400-402 |" in text and "seed 1: near chance" in text
     assert "seed 2: one class" in text and "**at or above**" in text
     json.dumps(results)
+
+
+@pytest.mark.parametrize("variant", ["ema", "last"])
+def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, tmp_path, capsys) -> None:
+    """benchmarks/recipe_variants/*.yaml are configs/folder.yaml plus one change (RESULTS: recipe tuning)."""
+    import yaml
+
+    from lightkit.cli import main
+
+    def printed(config):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(config), "--data.init_args.root", str(tmp_path), "--print_config"])
+        assert exit_info.value.code == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    (tmp_path / "a").mkdir()
+    recipe = printed(REPO / "configs/folder.yaml")
+    other = printed(REPO / f"benchmarks/recipe_variants/{variant}.yaml")
+    names = [c["class_path"].rsplit(".", 1)[-1] for c in other["trainer"]["callbacks"]]
+    monitors = [c["init_args"].get("monitor") for c in other["trainer"]["callbacks"]
+                if "ModelCheckpoint" in c["class_path"]]
+    if variant == "ema":
+        assert "EMA" in names and len(names) == len(recipe["trainer"]["callbacks"]) + 1
+    else:
+        assert "EMA" not in names and monitors == [None, None]
+    assert other["model"] == recipe["model"] and other["data"]["init_args"] == recipe["data"]["init_args"]
