@@ -95,36 +95,57 @@ def check_argv(argv: Sequence[str]) -> None:
     first = argv[0]
     if first in ("-h", "--help"):
         return
-    if first not in commands:
-        if first.startswith("-"):
-            raise UsageError(f"{first!r} comes before the command; the command comes first: "
-                             f"python cli.py <{'|'.join(commands)}> {first} ...")
-        near = close_matches(first, commands)
-        hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
-        raise UsageError(f"unknown command {first!r}; {hint}the commands are: {', '.join(commands)}.")
+    _check_command(first, commands)
     if first not in lightning_commands() and first in ("search", "export"):
         return  # own argument parsers, own checks
     for path in _config_paths(argv):
-        file = Path(path)
-        if not file.is_file():
-            raise UsageError(f"--config {path}: no such file (working directory {Path.cwd()}).")
-        try:
-            content = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise UsageError(f"--config {path} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
-        if content is None:
-            raise UsageError(f"--config {path} is empty; a config needs at least `model:` and `data:` "
-                             f"(start from configs/quickstart.yaml).")
-        if not isinstance(content, dict):
-            raise UsageError(f"--config {path} holds a {type(content).__name__}, not a mapping of keys "
-                             f"(`trainer:`, `model:`, `data:` ...).")
-        model = content.get("model")
-        init = model.get("init_args") if isinstance(model, dict) else None
-        for key in LINKED_KEYS:
-            if isinstance(init, dict) and init.get(key) is not None:
-                _refuse_linked(key, init[key], f"in {path}")
+        _check_config_file(path)
+    _check_linked_args(argv)
+
+
+def _check_command(first: str, commands: list[str]) -> None:
+    """An option before the command, or an unknown command (with close matches)."""
+    if first in commands:
+        return
+    if first.startswith("-"):
+        raise UsageError(f"{first!r} comes before the command; the command comes first: "
+                         f"python cli.py <{'|'.join(commands)}> {first} ...")
+    near = close_matches(first, commands)
+    hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+    raise UsageError(f"unknown command {first!r}; {hint}the commands are: {', '.join(commands)}.")
+
+
+def _load_config(path: str) -> Any:
+    """The YAML content of one ``--config`` file; a missing file or invalid YAML is a ``UsageError``."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config {path}: no such file (working directory {Path.cwd()}).")
+    try:
+        return yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UsageError(f"--config {path} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
+
+
+def _check_config_file(path: str) -> None:
+    """One ``--config`` file: it exists, parses, holds a mapping and sets no linked key by hand."""
+    content = _load_config(path)
+    if content is None:
+        raise UsageError(f"--config {path} is empty; a config needs at least `model:` and `data:` "
+                         f"(start from configs/quickstart.yaml).")
+    if not isinstance(content, dict):
+        raise UsageError(f"--config {path} holds a {type(content).__name__}, not a mapping of keys "
+                         f"(`trainer:`, `model:`, `data:` ...).")
+    model = content.get("model")
+    init = model.get("init_args") if isinstance(model, dict) else None
+    for key in LINKED_KEYS:
+        if isinstance(init, dict) and init.get(key) is not None:
+            _refuse_linked(key, init[key], f"in {path}")
+
+
+def _check_linked_args(argv: Sequence[str]) -> None:
+    """A linked key (``--model.init_args.num_classes`` ...) set on the command line."""
     for i, arg in enumerate(argv):
         for key in LINKED_KEYS:
             if arg.split("=", 1)[0] in (f"--model.init_args.{key}", f"--model.{key}"):
