@@ -74,7 +74,8 @@ class EnsembleResult:
         member_top = self.member_probs.argmax(dim=2)
         with path.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["input", "label", "probability"] + [f"member{m}_label" for m in range(len(self.ckpt_paths))])
+            writer.writerow(["input", "label", "probability"]
+                            + [f"member{m}_label" for m in range(len(self.ckpt_paths))])
             for row in range(len(self.index)):
                 i = int(self.index[row])
                 writer.writerow([items[i] if items else i, names[int(top_i[row])], f"{float(top_p[row]):.6f}"]
@@ -82,7 +83,8 @@ class EnsembleResult:
         return path
 
 
-def _predict(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule, ckpt: str) -> tuple[Tensor, Tensor]:
+def _predict(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule,
+             ckpt: str) -> tuple[Tensor, Tensor]:
     batches = trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt, return_predictions=True)
     if not batches or not isinstance(batches[0], dict) or "probs" not in batches[0]:
         raise ValueError(f"ensemble_predict: {type(model).__name__}.predict_step must return a dict with 'probs' "
@@ -128,7 +130,8 @@ def ensemble_predict(
         raise ValueError(f"ensemble_predict: got {len(ckpt_paths)} checkpoint(s); an ensemble needs two or more paths.")
     missing = [p for p in ckpt_paths if not Path(p).is_file()]
     if missing:
-        raise ValueError(f"ensemble_predict: checkpoint(s) {missing} do not exist; pass existing .ckpt / snapshot files.")
+        raise ValueError(f"ensemble_predict: checkpoint(s) {missing} do not exist; "
+                         "pass existing .ckpt / snapshot files.")
     if model is None:
         from lightkit.models.classifier import ImageClassifier
 

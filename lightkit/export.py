@@ -121,7 +121,8 @@ def load_classifier(ckpt_path: str | os.PathLike[str]) -> tuple[nn.Module, dict[
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # any unpickling failure means: not a checkpoint we can read
         raise ExportError(f"export: cannot read checkpoint {str(path)!r} ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''}); give a .ckpt written by lightkit.") from err
+                          f"{str(err).splitlines()[0] if str(err) else ''}); "
+                          "give a .ckpt written by lightkit.") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise ExportError(f"export: {str(path)!r} is not a Lightning checkpoint with hyperparameters (no "
                           f"'state_dict' / 'hyper_parameters'); give a .ckpt written by `python cli.py fit`.")
@@ -313,7 +314,8 @@ def export_model(
         raise ExportError(f"export: atol={atol} must be > 0 (max absolute output difference allowed).")
     if not isinstance(example, torch.Tensor) or example.ndim < 2 or len(example) == 0:
         shape = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__
-        raise ExportError(f"export: example must be a non-empty batch (N, C, H, W) of preprocessed images, got {shape}.")
+        raise ExportError("export: example must be a non-empty batch (N, C, H, W) of preprocessed images, "
+                          f"got {shape}.")
     path = Path(path)
     model.eval()
     with torch.no_grad():

@@ -62,7 +62,8 @@ class WandbLogger(_LightningWandbLogger):
         if offline is None:
             offline = mode_env != "online"
         if not offline and not hub_reachable(WANDB_HOST, timeout=probe_timeout):
-            rank_zero_warn(f"lightkit WandbLogger: {WANDB_HOST} unreachable; logging offline (upload later with `wandb sync`).")
+            rank_zero_warn(f"lightkit WandbLogger: {WANDB_HOST} unreachable; "
+                           "logging offline (upload later with `wandb sync`).")
             offline = True
         if offline and log_model:
             rank_zero_warn("lightkit WandbLogger: log_model needs an online run; checkpoints stay on disk only.")
@@ -100,7 +101,8 @@ def flat_config(config: dict[str, Any], version: str | None = None) -> dict[str,
     ``class_path`` becomes the value of its key (``optimizer: torch.optim.AdamW``) and ``init_args``
     disappears from the keys; the model's optimizer and scheduler are lifted to the top
     (``optimizer.lr``, ``lr_scheduler.max_lr``), callbacks are keyed by class name
-    (``callbacks.ModelCheckpoint.monitor``, a second one ``callbacks.ModelCheckpoint_2``), loggers are left out; ``lightkit_version`` is added.
+    (``callbacks.ModelCheckpoint.monitor``, a second one ``callbacks.ModelCheckpoint_2``), loggers are left out;
+    ``lightkit_version`` is added.
     """
     flat: dict[str, Any] = {}
 

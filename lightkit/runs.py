@@ -194,7 +194,8 @@ def place_run(cfg: Any, subcommand: str | None) -> Path:
     callbacks = cfg.trainer.get("callbacks")
     if subcommand != "fit" and isinstance(callbacks, list):
         # Only a fit writes checkpoints: `last` must never find the scratch weights of lr_find's sweep.
-        cfg.trainer["callbacks"] = [c for c in callbacks if not str(getattr(c, "class_path", "")).endswith("ModelCheckpoint")]
+        cfg.trainer["callbacks"] = [c for c in callbacks
+                                    if not str(getattr(c, "class_path", "")).endswith("ModelCheckpoint")]
         cfg.trainer["enable_checkpointing"] = False
     for callback in _logger_configs(cfg.trainer.get("callbacks")):
         init = callback.get("init_args")

@@ -71,7 +71,8 @@ class LossCurves(Callback):
         if sync_every_n_steps < 1:
             raise ValueError(f"LossCurves: sync_every_n_steps={sync_every_n_steps} must be >= 1 (steps per host read).")
         if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"LossCurves: smoothing={smoothing} must be in [0, 1); 0.9 is a good default, 0 disables it.")
+            raise ValueError(f"LossCurves: smoothing={smoothing} must be in [0, 1); 0.9 is a good default, "
+                             "0 disables it.")
         self.val_loss = val_loss
         self.val_acc = val_acc
         self.train_acc = train_acc
@@ -99,7 +100,8 @@ class LossCurves(Callback):
         return trainer.is_global_zero and not trainer.sanity_checking and not paused(trainer, pl_module)
 
     # -- recording ---------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         if not self._active(trainer, pl_module):
             return
         step = trainer.global_step
@@ -145,7 +147,8 @@ class LossCurves(Callback):
             self._warned_missing = True
             logged = sorted(k for k in trainer.callback_metrics if not k.startswith("lr-"))
             rank_zero_warn(
-                f"LossCurves: {', '.join(repr(k) for k in missing)} never logged by {type(trainer.lightning_module).__name__}, "
+                f"LossCurves: {', '.join(repr(k) for k in missing)} never logged by "
+                f"{type(trainer.lightning_module).__name__}, "
                 f"so its curve stays empty; the logged keys are {logged}: set LossCurves(val_loss=..., val_acc=...) "
                 f"to yours (an empty string skips a curve)."
             )
@@ -176,18 +179,20 @@ class LossCurves(Callback):
         if steps:
             ax_loss.plot(steps, losses, color="C0", alpha=0.3, lw=0.8, label="train (step)")
             if self.smoothing:
-                ax_loss.plot(steps, _ema(losses, self.smoothing), color="C0", lw=1.5, label=f"train (EMA {self.smoothing})")
+                ax_loss.plot(steps, _ema(losses, self.smoothing), color="C0", lw=1.5,
+                             label=f"train (EMA {self.smoothing})")
         if self.val["step"]:
             ax_loss.plot(self.val["step"], self.val["loss"], "o-", color="C1", label=f"validation ({self.val_loss})")
         ax_loss.set(title="loss", ylabel="loss")
-        if any(v > 0 for v in losses if math.isfinite(v)) and max((v for v in losses if math.isfinite(v)), default=1) > 20 * min(
-            (v for v in losses if math.isfinite(v) and v > 0), default=1
-        ):
+        if (any(v > 0 for v in losses if math.isfinite(v))
+                and max((v for v in losses if math.isfinite(v)), default=1)
+                > 20 * min((v for v in losses if math.isfinite(v) and v > 0), default=1)):
             ax_loss.set_yscale("log")
         if any(math.isfinite(v) for v in self.val["acc"]):
             ax_acc.plot(self.val["step"], self.val["acc"], "o-", color="C1", label=f"validation ({self.val_acc})")
         if any(math.isfinite(v) for v in self.train_epochs["acc"]):
-            ax_acc.plot(self.train_epochs["step"], self.train_epochs["acc"], "s--", color="C0", label=f"train ({self.train_acc})")
+            ax_acc.plot(self.train_epochs["step"], self.train_epochs["acc"], "s--", color="C0",
+                        label=f"train ({self.train_acc})")
         ax_acc.set(title="accuracy", ylabel="accuracy")
         curves: dict[tuple[float, ...], list[str]] = {}  # groups with identical schedules share one curve
         for name, values in self.lr.items():
@@ -210,7 +215,8 @@ class LossCurves(Callback):
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         self._flush()
-        return {"train": self.train, "lr": self.lr, "lr_steps": self.lr_steps, "val": self.val, "train_epochs": self.train_epochs}
+        return {"train": self.train, "lr": self.lr, "lr_steps": self.lr_steps, "val": self.val,
+                "train_epochs": self.train_epochs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train = {k: list(v) for k, v in state_dict["train"].items()}

@@ -174,9 +174,11 @@ class Diagnose(Callback):
         if noise_cv <= 0:
             raise ValueError(f"Diagnose: noise_cv={noise_cv} must be > 0; 0.5 is the default.")
         if plateau_steps < window:
-            raise ValueError(f"Diagnose: plateau_steps={plateau_steps} must be >= window={window}; raise it or lower window.")
+            raise ValueError(f"Diagnose: plateau_steps={plateau_steps} must be >= window={window}; "
+                             "raise it or lower window.")
         if not 0.0 <= min_decrease < 1.0:
-            raise ValueError(f"Diagnose: min_decrease={min_decrease} must be a fraction in [0, 1); 0.01 is the default.")
+            raise ValueError(f"Diagnose: min_decrease={min_decrease} must be a fraction in [0, 1); "
+                             "0.01 is the default.")
         check_pattern("Diagnose", "layers", layers, ("activations",))
         self.every_n_steps = every_n_steps
         self.on_divergence = on_divergence
@@ -260,7 +262,8 @@ class Diagnose(Callback):
                 self._grads = grad_norms([p for _, p in self._params])
             self._has_grad = [p.grad is not None for _, p in self._params]
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         if self._recorder is not None:
             self._recorder.remove()
         if paused(trainer, pl_module):
@@ -300,10 +303,12 @@ class Diagnose(Callback):
         self.eval_val.append(float(value))
         self.since_eval = [0.0, 0]
         if overfitting(self.eval_train, self.eval_val, self.overfit_patience):
-            best = min(range(len(self.eval_val)), key=lambda i: self.eval_val[i] if math.isfinite(self.eval_val[i]) else math.inf)
+            best = min(range(len(self.eval_val)),
+                       key=lambda i: self.eval_val[i] if math.isfinite(self.eval_val[i]) else math.inf)
             self._warn("overfitting", trainer.global_step, message(
                 "overfitting", self._terms, best=self.eval_val[best], since=len(self.eval_val) - 1 - best,
-                now=self.eval_val[-1], train_then=self.eval_train[best], train_now=self.eval_train[-1], key=self.val_loss,
+                now=self.eval_val[-1], train_then=self.eval_train[best], train_now=self.eval_train[-1],
+                key=self.val_loss,
             ))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -356,7 +361,8 @@ class Diagnose(Callback):
             return
         if not math.isfinite(value) or exploding_loss(value, self.initial, self.explode_factor, _INITIAL_STEPS):
             kind = "nonfinite_loss" if not math.isfinite(value) else "exploding_loss"
-            self.nonfinite_step, self.nonfinite_value, self.divergence = step, str(value) if kind == "nonfinite_loss" else f"{value:.4g}", kind
+            self.nonfinite_step, self.nonfinite_value, self.divergence = (
+                step, str(value) if kind == "nonfinite_loss" else f"{value:.4g}", kind)
             return
         if len(self.initial) < _INITIAL_STEPS:
             self.initial.append(value)
@@ -413,7 +419,8 @@ class Diagnose(Callback):
         return self._describe_last_good(*self._last_good_path(trainer))
 
     # -- periodic checks ---------------------------------------------------------------------
-    def _check(self, trainer: Trainer, pl_module: LightningModule, act_names: list[str], host: list[list[float]]) -> None:
+    def _check(self, trainer: Trainer, pl_module: LightningModule, act_names: list[str],
+               host: list[list[float]]) -> None:
         step = self._batch_step
         start, now = _mean(self.initial), _mean(list(self.recent))
         terms = self._terms
@@ -425,8 +432,9 @@ class Diagnose(Callback):
             dead = dead_layers(stats, self.dead_fraction)
             saturated = saturated_layers(stats, self._recorder.kinds, self.saturated_fraction)
             if dead:
-                self._warn("dead_layer", step, message("dead_layer", terms, count=len(dead), fraction=self.dead_fraction,
-                                                       step=step, layers=name_list(dead)),
+                self._warn("dead_layer", step,
+                           message("dead_layer", terms, count=len(dead), fraction=self.dead_fraction, step=step,
+                                   layers=name_list(dead)),
                            [d.rsplit(" ", 1)[0] for d in dead])
             if saturated:
                 self._warn("saturated_layer", step,
@@ -441,7 +449,8 @@ class Diagnose(Callback):
                            message("exploding_gradients", terms, norm=total, step=step, limit=self.max_grad_norm))
             elif verdict == "vanishing":
                 self._warn("vanishing_gradients", step,
-                           message("vanishing_gradients", terms, norm=total, step=step, limit=self.min_grad_norm, loss=now))
+                           message("vanishing_gradients", terms, norm=total, step=step, limit=self.min_grad_norm,
+                                   loss=now))
             if step > 0:
                 missing = missing_gradients([n for n, _ in self._params], norms, self._has_grad,
                                             [p.requires_grad for _, p in self._params])
@@ -468,7 +477,8 @@ class Diagnose(Callback):
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        pending = to_host([torch.stack([t.to(self._pending[0][1].device) for _, t in self._pending])])[0] if self._pending else []
+        pending = (to_host([torch.stack([t.to(self._pending[0][1].device) for _, t in self._pending])])[0]
+                   if self._pending else [])
         return {
             "findings": [asdict(f) for f in self.findings],
             "last_warned": dict(self.last_warned),

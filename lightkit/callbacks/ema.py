@@ -17,9 +17,10 @@ class EMA(RawSafeWeightAveraging):
     see :func:`lightkit.functional.averaging.ema_decay`) or ``d_t = decay`` without warm-up. The first
     update copies the weights (torch ``AveragedModel``). BatchNorm statistics are averaged the same way.
 
-    Built on Lightning's ``WeightAveraging`` through :class:`~lightkit.callbacks.weight_averaging.RawSafeWeightAveraging`,
-    which fixes its checkpoint handling (tests with a checkpoint evaluate the averaged weights; a
-    resume always continues from the raw weights; see that module for the checkpoint layout).
+    Built on Lightning's ``WeightAveraging`` through
+    :class:`~lightkit.callbacks.weight_averaging.RawSafeWeightAveraging`, which fixes its checkpoint handling
+    (tests with a checkpoint evaluate the averaged weights; a resume always continues from the raw weights;
+    see that module for the checkpoint layout).
 
     After ``fit`` the module holds the averaged weights (a later ``fit`` starts a new average from them,
     unless it resumes from a checkpoint). Checkpoints written during fit hold both weight sets:

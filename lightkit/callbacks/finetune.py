@@ -109,7 +109,8 @@ class FineTune(Callback):
                 raise ValueError(f"FineTune: unfreeze_at={unfreeze_at!r} must be one int for freeze_unfreeze; "
                                  f"use strategy='gradual' for several milestones.")
             if not marks or any(m < 1 for m in marks) or any(b <= a for a, b in zip(marks, marks[1:], strict=False)):
-                raise ValueError(f"FineTune: unfreeze_at={unfreeze_at!r} must be >= 1 and strictly increasing ({unit}s).")
+                raise ValueError(f"FineTune: unfreeze_at={unfreeze_at!r} must be >= 1 and strictly "
+                                 f"increasing ({unit}s).")
         if lr_range is not None and lr_mults is not None:
             raise ValueError("FineTune: lr_range and lr_mults both given; choose one way to set discriminative LRs.")
         if lr_range is not None and (len(lr_range) != 2 or not 0 < lr_range[0] <= lr_range[1]):
@@ -184,13 +185,16 @@ class FineTune(Callback):
             raise ValueError(f"FineTune: the checkpoint was written with groups {self._loaded_names}, this model "
                              f"has {self.group_names}; resume with the same model and groups.")
         model = trainer.strategy.model
-        if self.strategy in _UNFREEZING and isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+        if (self.strategy in _UNFREEZING and isinstance(model, DistributedDataParallel)
+                and not model.find_unused_parameters):
             raise ValueError(f"FineTune: strategy={self.strategy!r} unfreezes parameters mid-fit, which DDP only syncs "
-                             f"with find_unused_parameters=True; use Trainer(strategy='ddp_find_unused_parameters_true').")
+                             "with find_unused_parameters=True; "
+                             "use Trainer(strategy='ddp_find_unused_parameters_true').")
         self._plan(trainer)
         if self.phase > len(self._milestones):
             raise ValueError(f"FineTune: the checkpoint is in phase {self.phase}, but this fit has only "
-                             f"{len(self._milestones) + 1} phases; resume with the same unfreeze_at and trainer limits.")
+                             f"{len(self._milestones) + 1} phases; "
+                             "resume with the same unfreeze_at and trainer limits.")
         self._capture_optimizers(trainer)
         self._apply(pl_module, unfrozen=[])
         self._write_lrs(trainer)
@@ -301,7 +305,8 @@ class FineTune(Callback):
         if owner not in self.trainable() and not self._keeps_lr[k][j]:
             return 0.0
         if self.lr_range is not None:
-            return geometric_lrs(self.lr_range[0], self.lr_range[1], len(self._groups))[self.group_names.index(owner)] * scale
+            lrs = geometric_lrs(self.lr_range[0], self.lr_range[1], len(self._groups))
+            return lrs[self.group_names.index(owner)] * scale
         return ref * (self.lr_mults or {}).get(owner, 1.0) * scale
 
     def _write_lrs(self, trainer: Trainer) -> None:

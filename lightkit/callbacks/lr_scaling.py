@@ -145,7 +145,8 @@ class LRScaling(Callback):
             _scale_scheduler(config.scheduler, scale)
         self.applied = {"global_batch": batch, "scale": scale, "rule": self.rule,
                         "reference_batch": self.reference_batch, "warmup_steps": steps, "warmup_start": start}
-        parts = f"{self._batch_size(trainer)} x {trainer.accumulate_grad_batches} x {trainer.num_devices} x {trainer.num_nodes}"
+        parts = (f"{self._batch_size(trainer)} x {trainer.accumulate_grad_batches} x {trainer.num_devices} x "
+                 f"{trainer.num_nodes}")
         rank_zero_info(
             f"LRScaling: global batch {batch} (batch x accumulation x devices x nodes = {parts}), reference "
             f"{self.reference_batch}, rule {self.rule}: LRs x {scale:.4g}; "

@@ -162,7 +162,8 @@ class MixUpCutMix(Callback):
         """Mix one batch with the callback's generator: ``(x, soft targets, lam, index or None)``."""
         g, num_classes = self._generator, int(self._num_classes or 0)
         use_mix = float(torch.rand((), generator=g)) < self.prob
-        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or float(torch.rand((), generator=g)) < self.switch_prob)
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0
+                                                or float(torch.rand((), generator=g)) < self.switch_prob)
         if not use_mix:
             return x, one_hot_smooth(y, num_classes, self.label_smoothing).to(x.dtype), 1.0, None
         if use_cutmix:

@@ -24,7 +24,8 @@ def _as_dict(output: Any) -> dict[str, torch.Tensor]:
         values = output.get("probs", output.get("logits"))
         if isinstance(values, torch.Tensor) and values.ndim == 2:
             values = values.detach().float()
-            is_probs = bool((values >= 0).all() and torch.allclose(values.sum(1), torch.ones(len(values)).to(values), atol=1e-3))
+            is_probs = bool((values >= 0).all()
+                            and torch.allclose(values.sum(1), torch.ones(len(values)).to(values), atol=1e-3))
             out["probs"] = values if is_probs else values.softmax(dim=1)
             return out
     shape = tuple(given.shape) if isinstance(given, torch.Tensor) else None

@@ -80,7 +80,8 @@ def regularization_summary(trainer: Trainer, pl_module: LightningModule) -> dict
         "weight_decay": _weight_decay(trainer),
         "l1": f"L1 {hparams['l1']:g}" if hparams.get("l1") else None,
         "dropout": _dropout(pl_module),
-        "stochastic_depth": f"stochastic depth {hparams['drop_path_rate']:g}" if hparams.get("drop_path_rate") else None,
+        "stochastic_depth": (f"stochastic depth {hparams['drop_path_rate']:g}" if hparams.get("drop_path_rate")
+                             else None),
         "label_smoothing": f"label smoothing {', '.join(smoothing)}" if smoothing else None,
         "augmentation": augmentation,
         "cutout": cutout,

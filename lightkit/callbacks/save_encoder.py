@@ -73,7 +73,8 @@ class SaveEncoder(Callback):
         if self._module(pl_module) is None:
             children = [name for name, _ in pl_module.named_children()]
             raise ValueError(f"SaveEncoder: {type(pl_module).__name__} has no module at attribute={self.attribute!r}; "
-                             f"its modules are {children}: name the encoder's (e.g. attribute: {children[0] if children else 'net'}).")
+                             f"its modules are {children}: name the encoder's (e.g. attribute: "
+                             f"{children[0] if children else 'net'}).")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -1,4 +1,5 @@
-"""``SnapshotEnsemble``: M cosine cycles with restarts, a snapshot on disk at each cycle's end, their mean softmax evaluated."""
+"""``SnapshotEnsemble``: M cosine cycles with restarts, a snapshot on disk at each cycle's end, their mean
+softmax evaluated."""
 
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ class SnapshotEnsemble(Callback):
         if trainer.lr_scheduler_configs:
             names = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs]
             raise ValueError(f"SnapshotEnsemble: the module also configures LR scheduler(s) {names}; the callback "
-                             f"sets the LR itself, so remove the module's lr_scheduler (e.g. model.lr_scheduler: null).")
+                             "sets the LR itself, so remove the module's lr_scheduler (e.g. "
+                             "model.lr_scheduler: null).")
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ValueError(f"SnapshotEnsemble: the fit has no finite length (estimated_stepping_batches={total}); "
@@ -196,7 +198,8 @@ class SnapshotEnsemble(Callback):
             old = self.snapshots.pop(0)
             if trainer.is_global_zero and os.path.exists(old):
                 os.remove(old)
-        rank_zero_info(f"SnapshotEnsemble: wrote snapshot {cycle}/{self.cycles} at step {trainer.global_step} to {path}")
+        rank_zero_info(f"SnapshotEnsemble: wrote snapshot {cycle}/{self.cycles} at step "
+                       f"{trainer.global_step} to {path}")
 
     def _bn_batches(self, trainer: Trainer, cycle: int) -> Iterator[Any]:
         loader = trainer.train_dataloader

@@ -48,8 +48,8 @@ class SpeedUp(Callback):
         if compile_mode not in modes:
             raise ValueError(f"SpeedUp: compile_mode={compile_mode!r} is not one of {list(modes)}.")
         if not compile and (compile_mode != "default" or compile_backend != "inductor"):
-            raise ValueError(f"SpeedUp: compile_mode={compile_mode!r} / compile_backend={compile_backend!r} are set but "
-                             f"compile=False; set compile: true or drop them.")
+            raise ValueError(f"SpeedUp: compile_mode={compile_mode!r} / compile_backend={compile_backend!r} "
+                             f"are set but compile=False; set compile: true or drop them.")
         self.channels_last = channels_last
         self.compile = compile
         self.compile_mode = compile_mode

@@ -96,7 +96,8 @@ class TTA(Callback):
     ) -> None:
         if not isinstance(outputs, dict) or "probs" not in outputs:
             if not self._warned:
-                rank_zero_warn("TTA: predict_step does not return a dict with 'probs'; predictions are left as they are.")
+                rank_zero_warn("TTA: predict_step does not return a dict with 'probs'; "
+                               "predictions are left as they are.")
                 self._warned = True
             return
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

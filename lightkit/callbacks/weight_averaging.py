@@ -104,7 +104,8 @@ class RawSafeWeightAveraging(WeightAveraging):
 
     def _weights(self, pl_module: LightningModule, average: bool) -> dict[str, torch.Tensor]:
         if self._average_model is None:
-            raise ValueError(f"{type(self).__name__}: there are no averaged weights before fit; call trainer.fit first.")
+            raise ValueError(f"{type(self).__name__}: there are no averaged weights before fit; "
+                             "call trainer.fit first.")
         if average != self._swapped:  # the AveragedModel holds what is asked for
             return dict(self._average_model.module.state_dict())
         return dict(pl_module.state_dict())

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold-bn", action="store_true",
                         help="Fold BatchNorm into the preceding convolutions (faster inference, same outputs).")
     parser.add_argument("--output", default=None,
-                        help="Model file; default: the checkpoint path with .onnx / .pt. Metadata goes to <output>.json.")
+                        help="Model file; default: the checkpoint path with .onnx / .pt. "
+                             "Metadata goes to <output>.json.")
     parser.add_argument("--atol", type=float, default=1e-4,
                         help="Max absolute logit difference allowed in each check (default 1e-4).")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -71,5 +72,6 @@ def run(argv: list[str]) -> int:
     folded = f", {len(result.fold.folded)} BN folded" if result.fold is not None else ""
     fold_diff = f", folded vs original {result.fold_max_abs_diff:.2g}" if result.fold_max_abs_diff is not None else ""
     print(f"lightkit export: wrote {result.path} ({result.format}{folded}; max |diff| file vs PyTorch "
-          f"{result.export_max_abs_diff:.2g}{fold_diff}, atol {result.atol:g}, {result.runtime}) and {result.metadata_path}")
+          f"{result.export_max_abs_diff:.2g}{fold_diff}, atol {result.atol:g}, "
+          f"{result.runtime}) and {result.metadata_path}")
     return 0

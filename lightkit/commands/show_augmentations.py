@@ -115,7 +115,8 @@ def run(argv: list[str]) -> int:
     size = int(images[0].shape[0])
     if opts.fill_modes:
         fills = list(FILL_MODES)
-        pipelines = [build_augmentations(spec, size, fill, datamodule.flips_preserve_label, where=name) for fill in fills]
+        pipelines = [build_augmentations(spec, size, fill, datamodule.flips_preserve_label, where=name)
+                     for fill in fills]
         row_labels = [f"{n} {fill}" for n in names for fill in fills]
     else:
         pipelines, row_labels = [dataset.transform], [f"class {n}" for n in names]
@@ -124,7 +125,8 @@ def run(argv: list[str]) -> int:
     out = Path(opts.output) if opts.output else Path(trainer.log_dir or trainer.default_root_dir) / "augmentations.png"
     save_png(grid, out)
     rows = len(row_labels)
-    caption = f"{spec if isinstance(spec, str) else 'custom list'}, fill {'all modes' if opts.fill_modes else datamodule.fill}"
+    caption = (f"{spec if isinstance(spec, str) else 'custom list'}, "
+               f"fill {'all modes' if opts.fill_modes else datamodule.fill}")
     wandb_runs = _log_to_wandb(trainer, out, caption)
     print(f"lightkit show_augmentations: {rows} rows x {opts.views + 1} columns ({caption}) -> {out}"
           + (f"; logged to W&B run {', '.join(wandb_runs)}" if wandb_runs else ""))

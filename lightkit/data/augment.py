@@ -84,7 +84,8 @@ SHORT_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "brightness_contrast": ("RandomBrightnessContrast", {"brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5}),
     "cutout": (
         "CoarseDropout",
-        {"num_holes_range": (1, 1), "hole_height_range": (0.25, 0.5), "hole_width_range": (0.25, 0.5), "fill": 0, "p": 0.5},
+        {"num_holes_range": (1, 1), "hole_height_range": (0.25, 0.5), "hole_width_range": (0.25, 0.5), "fill": 0,
+         "p": 0.5},
     ),
 }
 """Short names usable in an explicit list, with their albumentations class and defaults."""
@@ -226,7 +227,8 @@ def build_augmentations(
     if isinstance(spec, str):
         if spec not in PRESETS:
             raise ValueError(
-                f"build_augmentations: unknown preset {spec!r}; use one of {['none', *PRESETS]} or a list of transforms."
+                f"build_augmentations: unknown preset {spec!r}; "
+                f"use one of {['none', *PRESETS]} or a list of transforms."
             )
         transforms = _preset(spec, image_size, border_mode, flips_preserve_label)
     elif isinstance(spec, (list, tuple)):

@@ -140,7 +140,8 @@ def resolve_preprocessing(owner: str, module: Any, in_chans: int, class_names: l
             check_num_classes(owner, hparams["num_classes"], class_names)
     config = dict(getattr(module, "data_config", None) or {}) if module is not None else {}
     if module is not None:
-        model_chans = (getattr(module, "hparams", None) or {}).get("in_chans") or (config.get("input_size") or (None,))[0]
+        model_chans = ((getattr(module, "hparams", None) or {}).get("in_chans")
+                       or (config.get("input_size") or (None,))[0])
         if model_chans is not None and int(model_chans) != in_chans:
             raise DataError(
                 f"{owner}: the model takes in_chans={model_chans} but the data gives "
@@ -424,7 +425,8 @@ class BaseImageDataModule(LightningDataModule):
                 return
         if x.numel() * 4 > _WARN_BYTES:
             rank_zero_warn(f"{type(self).__name__}: the normalised {split} split takes {x.numel() * 4 / 2**30:.1f} GiB "
-                           f"of memory at input size {tuple(x.shape[1:])}; set a smaller image_size if that is too much.")
+                           f"of memory at input size {tuple(x.shape[1:])}; "
+                           "set a smaller image_size if that is too much.")
         self._datasets[split] = TensorDataset(normalize(x, mean, std), labels)
 
     def _streams(self) -> bool:
@@ -564,6 +566,7 @@ class BaseImageDataModule(LightningDataModule):
         test = self._test_dataset()
         self.predict_items = list(self._names["test"])
         if isinstance(test, StreamingImageDataset):
-            return self._loader(self._streaming_dataset(test.paths, torch.arange(len(test)), None, "skip"), shuffle=False)
+            return self._loader(self._streaming_dataset(test.paths, torch.arange(len(test)), None, "skip"),
+                                shuffle=False)
         x = test.tensors[0]  # in memory, val / test / predict are always TensorDatasets
         return self._loader(TensorDataset(x, torch.arange(len(x))), shuffle=False)

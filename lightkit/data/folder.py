@@ -179,7 +179,8 @@ class FileImageDataModule(BaseImageDataModule):
         if self._headers is None:
             files = self._all_files()
             sizes, kept, bad = scan_headers(files)
-            table: dict[str, tuple[int, int, int] | str] = {str(files[i]): size for i, size in zip(kept, sizes, strict=True)}
+            table: dict[str, tuple[int, int, int] | str] = {str(files[i]): size
+                                                            for i, size in zip(kept, sizes, strict=True)}
             table.update(bad)
             self._headers = table
         return self._headers
@@ -309,8 +310,8 @@ class ImageFolderDataModule(FileImageDataModule):
                 images, others = list_images(class_dir, recursive=True)
                 ignored += others
                 if not images:
-                    raise DataError(f"{owner}: class folder {str(class_dir)!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                                    f"add images or remove the folder.")
+                    raise DataError(f"{owner}: class folder {str(class_dir)!r} has no images "
+                                    f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder.")
                 entries += [(path, class_dir.name) for path in images]
             files[split] = entries
         if ignored:

@@ -155,7 +155,8 @@ def resize_images(
     if mode != interpolation and interpolation not in _SUBSTITUTED:
         _SUBSTITUTED.add(interpolation)
         warnings.warn(f"resize_images: interpolation={interpolation!r} has no uint8 resize kernel in torchvision; "
-                      f"resizing with {mode!r} instead, the closest antialiased filter (the name usually comes from the "
+                      f"resizing with {mode!r} instead, "
+                      "the closest antialiased filter (the name usually comes from the "
                       f"timm model's pretrained config).", UserWarning, stacklevel=2)
     size = (int(size[0]), int(size[1]))
     if isinstance(images, np.ndarray):

@@ -80,7 +80,8 @@ def augmentation_grid(
             negative, or a wrong number of ``row_labels``.
     """
     if not images or not pipelines:
-        raise ValueError(f"augmentation_grid: got {len(images)} images and {len(pipelines)} pipelines; give at least one of each.")
+        raise ValueError(f"augmentation_grid: got {len(images)} images and {len(pipelines)} pipelines; "
+                         "give at least one of each.")
     if views < 1 or cell < 1 or pad < 0 or label_width < 0:
         raise ValueError(f"augmentation_grid: views={views}, cell={cell} must be >= 1 and pad={pad}, "
                          f"label_width={label_width} >= 0.")

@@ -112,7 +112,8 @@ def augment_sample(image: np.ndarray, transform: Any, seed: int, epoch: int, ind
 
 
 def preprocess_sample(image: np.ndarray, size: tuple[int, int], interpolation: str, mean: torch.Tensor,
-                      std: torch.Tensor, transform: Any = None, key: tuple[int, int, int] | None = None) -> torch.Tensor:
+                      std: torch.Tensor, transform: Any = None,
+                      key: tuple[int, int, int] | None = None) -> torch.Tensor:
     """One decoded ``uint8`` HWC image -> the model's ``float32`` CHW input: resize (as in memory), then
     the augmentation pipeline seeded by ``key = (seed, epoch, index)`` when given, then normalise."""
     x = resize_images([image], size, interpolation)[0]
@@ -230,7 +231,8 @@ class ResumableLoader(DataLoader):
         self.sampler.skip = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(self.sampler.epoch), "taken": int(self._taken), "num_samples": int(self.sampler.num_samples)}
+        return {"epoch": int(self.sampler.epoch), "taken": int(self._taken),
+                "num_samples": int(self.sampler.num_samples)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("num_samples") != self.sampler.num_samples:

@@ -163,7 +163,8 @@ def _pair_problem(node: torch.fx.Node, module: nn.Module, prefix: str, calls: di
     """Return why the BN called at ``node`` cannot be folded, or None when it can."""
     bn = module.get_submodule(str(node.target))
     if calls[str(node.target)] > 1:
-        return f"BN module is called {calls[str(node.target)]} times in forward; folding it into one conv would change the other calls"
+        return (f"BN module is called {calls[str(node.target)]} times in forward; "
+                "folding it into one conv would change the other calls")
     if type(bn).forward not in _BN_FORWARDS:
         return f"{type(bn).__name__} overrides forward; its eval-mode map is not known to be affine"
     if getattr(bn, "running_mean", None) is None or getattr(bn, "running_var", None) is None:
@@ -182,14 +183,16 @@ def _pair_problem(node: torch.fx.Node, module: nn.Module, prefix: str, calls: di
     if conv.transposed:
         return f"BN follows transposed conv '{conv_name}', which is not folded"
     if type(conv).forward not in _CONV_FORWARDS:
-        return f"conv '{conv_name}' is a {type(conv).__name__}, whose forward transforms its weight; a folded weight would be transformed too"
+        return (f"conv '{conv_name}' is a {type(conv).__name__}, whose forward transforms its weight; "
+                "a folded weight would be transformed too")
     if parametrize.is_parametrized(conv) or conv._forward_hooks or conv._forward_pre_hooks:
         return f"conv '{conv_name}' has a parametrization or hooks that act on its weight or output"
     if calls[str(src.target)] > 1:
         return f"conv '{conv_name}' is called {calls[str(src.target)]} times in forward"
     if len(src.users) > 1:
         others = ", ".join(sorted(str(u.target) for u in src.users if u is not node))
-        return f"conv '{conv_name}' output used {len(src.users)} times (also by {others}), so the BN cannot be folded into it"
+        return (f"conv '{conv_name}' output used {len(src.users)} times (also by {others}), "
+                "so the BN cannot be folded into it")
     if conv.out_channels != bn.num_features:
         return f"conv '{conv_name}' has {conv.out_channels} output channels but BN has {bn.num_features}"
     return None

@@ -68,7 +68,8 @@ def compile_patterns(groups: Mapping[str, Sequence[str]]) -> dict[str, list[re.P
         ValueError: no groups, a group with no patterns, or a pattern that is not a valid regex.
     """
     if not groups:
-        raise ValueError("groups={} names no group; give e.g. {'features': ['features'], 'classifier': ['classifier']}.")
+        raise ValueError("groups={} names no group; give e.g. {'features': ['features'], 'classifier': "
+                         "['classifier']}.")
     out: dict[str, list[re.Pattern[str]]] = {}
     for name, patterns in groups.items():
         if isinstance(patterns, str) or not patterns:
@@ -78,7 +79,8 @@ def compile_patterns(groups: Mapping[str, Sequence[str]]) -> dict[str, list[re.P
             try:
                 compiled.append(re.compile(pattern))
             except re.error as err:
-                raise ValueError(f"groups[{name!r}]: {pattern!r} is not a valid regex ({err}); escape dots as '\\.'.") from err
+                raise ValueError(f"groups[{name!r}]: {pattern!r} is not a valid regex ({err}); "
+                                 "escape dots as '\\.'.") from err
         out[name] = compiled
     return out
 
@@ -179,12 +181,14 @@ class PhaseSchedule:
         if self.shape not in ("one_cycle", "cosine", "constant"):
             raise ValueError(f"PhaseSchedule: shape={self.shape!r} is not one of 'one_cycle', 'cosine', 'constant'.")
         if not self.lr_scale > 0:
-            raise ValueError(f"PhaseSchedule: lr_scale={self.lr_scale} must be > 0; freeze groups with the strategy instead.")
+            raise ValueError(f"PhaseSchedule: lr_scale={self.lr_scale} must be > 0; "
+                             "freeze groups with the strategy instead.")
         if not 0.0 < self.pct_start < 1.0:
             raise ValueError(f"PhaseSchedule: pct_start={self.pct_start} must be in (0, 1) (fraction of the phase).")
         if not (self.div_factor >= 1.0 and self.final_div_factor >= 1.0):
             raise ValueError(
-                f"PhaseSchedule: div_factor={self.div_factor} and final_div_factor={self.final_div_factor} must be >= 1."
+                f"PhaseSchedule: div_factor={self.div_factor} and final_div_factor={self.final_div_factor} "
+                "must be >= 1."
             )
 
     def factor(self, step: float, total_steps: float) -> float:
@@ -206,7 +210,8 @@ def trainable_groups(strategy: str, names: Sequence[str], phase: int) -> list[st
         ValueError: an unknown ``strategy`` or a negative ``phase``.
     """
     if strategy not in FREEZE_STRATEGIES or phase < 0:
-        raise ValueError(f"trainable_groups: strategy={strategy!r}, phase={phase}; need one of {FREEZE_STRATEGIES} and phase >= 0.")
+        raise ValueError(f"trainable_groups: strategy={strategy!r}, phase={phase}; "
+                         f"need one of {FREEZE_STRATEGIES} and phase >= 0.")
     n = len(names)
     k = {"no_freeze": n, "freeze": 1, "freeze_unfreeze": 1 if phase == 0 else n}.get(strategy, min(1 + phase, n))
     return list(names[n - k:])
@@ -220,6 +225,7 @@ def phase_bounds(milestones: Sequence[int], total_steps: float) -> list[tuple[in
     """
     marks = [0, *milestones]
     if any(b <= a for a, b in zip(marks, marks[1:], strict=False)) or (milestones and not milestones[-1] < total_steps):
-        raise ValueError(f"phase_bounds: milestones={list(milestones)} must increase strictly within (0, {total_steps}) steps.")
+        raise ValueError(f"phase_bounds: milestones={list(milestones)} must increase strictly within (0, "
+                         f"{total_steps}) steps.")
     ends = [*milestones, total_steps]
     return [(start, end - start if math.isfinite(end) else end) for start, end in zip(marks, ends, strict=True)]

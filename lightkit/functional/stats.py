@@ -200,13 +200,15 @@ def update_ratios(before: Sequence[Tensor], after: Sequence[Tensor], eps: float 
         ValueError: the two sequences differ in length or a pair in shape.
     """
     if len(before) != len(after):
-        raise ValueError(f"update_ratios: {len(before)} tensors before and {len(after)} after; pass the same parameters.")
+        raise ValueError(f"update_ratios: {len(before)} tensors before and {len(after)} after; "
+                         "pass the same parameters.")
     if not before:
         return torch.zeros(0)
     out = []
     for b, a in zip(before, after, strict=True):
         if b.shape != a.shape:
-            raise ValueError(f"update_ratios: shapes {tuple(b.shape)} and {tuple(a.shape)} differ; pass the same parameters.")
+            raise ValueError(f"update_ratios: shapes {tuple(b.shape)} and {tuple(a.shape)} differ; "
+                             "pass the same parameters.")
         b, a = b.detach().float(), a.detach().float()
         out.append(torch.linalg.vector_norm(a - b) / (torch.linalg.vector_norm(b) + eps))
     return torch.stack(out)
@@ -235,7 +237,8 @@ def _compile(pattern: str, owner: str, arg: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as err:
-        raise ValueError(f"{owner}: {arg}={pattern!r} is not a valid regular expression ({err}); fix the pattern.") from None
+        raise ValueError(f"{owner}: {arg}={pattern!r} is not a valid regular expression ({err}); "
+                         "fix the pattern.") from None
 
 
 def select_modules(model: nn.Module, layers: str = "activations") -> list[tuple[str, nn.Module, ActivationKind]]:
@@ -251,7 +254,8 @@ def select_modules(model: nn.Module, layers: str = "activations") -> list[tuple[
         found = [(name, m, activation_kind(m)) for name, m in model.named_modules()]
         return [(name, m, kind) for name, m, kind in found if kind is not None]
     pattern = _compile(layers, "select_modules", "layers")
-    return [(name, m, activation_kind(m) or "other") for name, m in model.named_modules() if name and pattern.search(name)]
+    return [(name, m, activation_kind(m) or "other")
+            for name, m in model.named_modules() if name and pattern.search(name)]
 
 
 def select_params(model: nn.Module, params: str = "weights") -> list[tuple[str, nn.Parameter]]:
@@ -286,7 +290,8 @@ class ActivationRecorder:
         tol: saturation margin passed to :func:`activation_stats`.
     """
 
-    def __init__(self, modules: Sequence[tuple[str, nn.Module, ActivationKind]], bins: int = 0, tol: float = 0.01) -> None:
+    def __init__(self, modules: Sequence[tuple[str, nn.Module, ActivationKind]], bins: int = 0,
+                 tol: float = 0.01) -> None:
         if bins < 0:
             raise ValueError(f"ActivationRecorder: bins={bins} must be >= 0 (0: no histograms).")
         self.modules = list(modules)
