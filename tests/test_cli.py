@@ -80,7 +80,8 @@ def test_limit_batches_one_is_one_batch_even_after_rich_reordered_the_union(tmp_
               "cli = main(sys.argv[1:], run=False); "
               "print(repr(cli.trainer.limit_train_batches), repr(cli.trainer.limit_val_batches))")
     args = ["--config", str(REPO / "configs/quickstart.yaml"), *TINY, "--trainer.logger=false",
-            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0.5", f"--trainer.default_root_dir={tmp_path}"]
+            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0.5",
+            f"--trainer.default_root_dir={tmp_path}"]
     out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["1", "0.5"]
@@ -140,7 +141,8 @@ def test_plot_schedule_without_scheduler_fails(tmp_path: Path) -> None:
 
 
 def test_bad_config_value_exits_nonzero_with_message() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--config", str(REPO / "configs/quickstart.yaml"),
+    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--config",
+                           str(REPO / "configs/quickstart.yaml"),
                            "--model.init_args.label_smoothing=2.0", *TINY, "--trainer.logger=false"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode != 0

@@ -71,7 +71,8 @@ def _expected_probs(ckpt: Path, paths: list[Path]) -> torch.Tensor:
     model, meta = load_classifier(ckpt)
     images, kept, bad = decode_images(paths, meta["input_size"][0])
     assert not bad and kept == list(range(len(paths)))
-    x = normalize(resize_images(images, tuple(meta["input_size"][1:]), meta["interpolation"]), meta["mean"], meta["std"])
+    x = normalize(resize_images(images, tuple(meta["input_size"][1:]), meta["interpolation"]), meta["mean"],
+                  meta["std"])
     with torch.no_grad():
         return model(x).softmax(dim=1)
 
@@ -169,6 +170,7 @@ def test_ensemble_ckpts_errors(ckpt: Path, tmp_path: Path, image_dir: tuple[Path
         main(["predict", "--config", _config(tmp_path, writer=False), "--ensemble_ckpts", f"[{ckpt}]"])
     with pytest.raises(ValueError, match=r"do not exist"):
         main(["predict", "--config", _config(tmp_path, writer=False), "--ensemble_ckpts", f"[{ckpt},missing.ckpt]"])
-    with pytest.raises(ValueError, match="test --ensemble_ckpts scores the test split; remove data.init_args.predict_path"):
+    with pytest.raises(ValueError,
+                       match="test --ensemble_ckpts scores the test split; remove data.init_args.predict_path"):
         main(["test", "--config", _config(tmp_path, writer=False), "--ensemble_ckpts", f"[{ckpt},{ckpt}]",
               "--data.init_args.predict_path", str(image_dir[0])])

@@ -50,7 +50,8 @@ def _cfg(tmp_path: Path, ckpt: str | None = None) -> object:
         run_dir="auto", config=[str(tmp_path / "quickstart.yaml")], ckpt_path=ckpt,
         trainer=Namespace(default_root_dir=None, logger=[
             Namespace(class_path="lightkit.loggers.WandbLogger", init_args=Namespace(save_dir="runs/q", id=None)),
-            Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir="runs/q", name="x"))],
+            Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+                      init_args=Namespace(save_dir="runs/q", name="x"))],
             callbacks=[Namespace(class_path="lightning.pytorch.callbacks.ModelCheckpoint",
                                  init_args=Namespace(dirpath=None, filename="best"))]),
     )
@@ -73,7 +74,8 @@ def test_place_run_points_every_output_at_the_run_folder(tmp_path: Path, monkeyp
     (run / "wandb/offline-run-20260101_120000-abc123").mkdir(parents=True)
     resumed = _cfg(tmp_path, "last")
     assert place_run(resumed, "fit") == run  # continues in place, in the same W&B run
-    assert resumed.ckpt_path == str(run / "checkpoints/last.ckpt") and resumed.trainer.logger[0].init_args.id == "abc123"
+    assert (resumed.ckpt_path == str(run / "checkpoints/last.ckpt")
+            and resumed.trainer.logger[0].init_args.id == "abc123")
     tested = _cfg(tmp_path, "last")
     assert place_run(tested, "test") == Path("runs/q/version_1") and tested.trainer.callbacks == []  # no checkpoints
 
@@ -99,4 +101,5 @@ def test_a_runs_saved_config_starts_a_new_run_next_to_it(tmp_path: Path, monkeyp
     (tmp_path / "runs/q/version_0").mkdir(parents=True)
     cfg.trainer.callbacks[0].init_args.dirpath = str(tmp_path / "runs/q/version_0/checkpoints")
     run = place_run(cfg, "fit")
-    assert run == tmp_path / "runs/q/version_1" and cfg.trainer.callbacks[0].init_args.dirpath == str(run / "checkpoints")
+    assert (run == tmp_path / "runs/q/version_1"
+            and cfg.trainer.callbacks[0].init_args.dirpath == str(run / "checkpoints"))

@@ -62,8 +62,10 @@ def test_grid_logged_to_wandb_offline(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--show_augmentations.views=0"], "show_augmentations: views=0 must be >= 1; set --show_augmentations.views (default 6)."),
-        (["--show_augmentations.cell=4"], "show_augmentations: cell=4 must be >= 8; set --show_augmentations.cell (default 64)."),
+        (["--show_augmentations.views=0"],
+         "show_augmentations: views=0 must be >= 1; set --show_augmentations.views (default 6)."),
+        (["--show_augmentations.cell=4"],
+         "show_augmentations: cell=4 must be >= 8; set --show_augmentations.cell (default 64)."),
         (["--data.init_args.augmentations=null"],
          "show_augmentations: DigitsDataModule has augmentations=None, nothing to show; set "
          "data.init_args.augmentations to a preset (light, standard, strong) or a list."),

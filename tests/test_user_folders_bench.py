@@ -42,7 +42,8 @@ def test_digits_few_shot_folders(bench, tmp_path) -> None:
     first = np.asarray(Image.open(next((root / "train/0").glob("*.png"))))
     assert np.array_equal(first, np.asarray(Image.open(next((again / "train/0").glob("*.png")))))
     assert not all(np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in
-                   zip(sorted((root / "train/0").glob("*.png")), sorted((other / "train/0").glob("*.png")), strict=True))
+                   zip(sorted((root / "train/0").glob("*.png")), sorted((other / "train/0").glob("*.png")),
+                       strict=True))
 
 
 def test_lfw_folders(bench, tmp_path) -> None:
@@ -97,7 +98,8 @@ def test_table_and_merge(bench, tmp_path) -> None:
     bench.merge(results, {"dataset": "digits5", "seed": 1, "arm": "recipe", "test_acc": 0.1, "sizes": sizes})
     assert len(results["runs"]) == 6  # a rerun replaces its (dataset, seed, arm)
     text = bench.table(results)
-    assert "| recipe | 3 | 90.0 % | 10.0 % | 0: 90.0, 1: 10.0, 2: 95.0 | 400-402 |" in text and "seed 1: near chance" in text
+    assert ("| recipe | 3 | 90.0 % | 10.0 % | 0: 90.0, 1: 10.0, 2: 95.0 | 400-402 |" in text
+            and "seed 1: near chance" in text)
     assert "seed 2: one class" in text and "**at or above**" in text
     json.dumps(results)
 

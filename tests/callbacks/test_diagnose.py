@@ -59,8 +59,8 @@ def _loader(seed: int = 0, n: int = 32) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=8)
 
 
-def _fit(model: LightningModule, callbacks: list[Callback], tmp_path: Path, max_steps: int = 8, ckpt_path: str | None = None,
-         train: DataLoader | None = None, val: DataLoader | None = None) -> Trainer:
+def _fit(model: LightningModule, callbacks: list[Callback], tmp_path: Path, max_steps: int = 8,
+         ckpt_path: str | None = None, train: DataLoader | None = None, val: DataLoader | None = None) -> Trainer:
     trainer = Trainer(max_steps=max_steps, default_root_dir=tmp_path, accelerator="cpu", enable_progress_bar=False,
                       logger=False, enable_model_summary=False, callbacks=callbacks,
                       enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
@@ -146,8 +146,10 @@ def test_healthy_runs_raise_no_alarm(tmp_path: Path) -> None:
     assert diagnose.findings == [] and diagnose.seen == 32 and len(diagnose.eval_val) == 8
     diagnose = Diagnose(every_n_steps=1)
     g = torch.Generator().manual_seed(0)
-    images = DataLoader(TensorDataset(torch.randn(8, 1, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)), batch_size=4)
-    _fit(ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1), [diagnose], tmp_path / "img", 4, train=images, val=images)
+    images = DataLoader(TensorDataset(torch.randn(8, 1, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)),
+                        batch_size=4)
+    _fit(ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1), [diagnose], tmp_path / "img", 4,
+         train=images, val=images)
     assert diagnose.findings == []
 
 
@@ -202,7 +204,8 @@ def test_noisy_loss_warns_once_per_interval() -> None:
 
 def test_loss_not_decreasing() -> None:
     diagnose, trainer = Diagnose(every_n_steps=5, window=10, plateau_steps=30), _fake_trainer()
-    with pytest.warns(UserWarning, match=r"has not gone down after 31 steps.*Raise `model\.init_args\.optimizer\.init_args\.lr`"):
+    with pytest.warns(UserWarning,
+                      match=r"has not gone down after 31 steps.*Raise `model\.init_args\.optimizer\.init_args\.lr`"):
         _feed(diagnose, trainer, [2.3 + 0.01 * (-1) ** i for i in range(40)])
     assert _kinds(diagnose) == ["loss_not_decreasing"]
 
@@ -231,7 +234,8 @@ def test_state_round_trip() -> None:
 def test_resume_is_exact(tmp_path: Path) -> None:
     def make() -> Diagnose:
         # noise_cv tiny: a noisy_loss finding on most checks, so findings and warn times cross the resume point.
-        return Diagnose(every_n_steps=2, window=4, plateau_steps=4, overfit_patience=1, warn_every_n_steps=3, noise_cv=0.01)
+        return Diagnose(every_n_steps=2, window=4, plateau_steps=4, overfit_patience=1, warn_every_n_steps=3,
+                        noise_cv=0.01)
 
     def net() -> Net:
         torch.manual_seed(0)

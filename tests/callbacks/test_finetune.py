@@ -70,7 +70,8 @@ class LRRecorder(Callback):
             "lr": {n: float(g["lr"]) for n, g in zip(names, opt.param_groups, strict=True)},
             "initial_lr": {n: g.get("initial_lr") for n, g in zip(names, opt.param_groups, strict=True)},
             "base_lrs": dict(zip(names, sched.base_lrs, strict=True)) if sched is not None else None,
-            "requires_grad": {n: all(p.requires_grad for p in g["params"]) for n, g in zip(names, opt.param_groups, strict=True)},
+            "requires_grad": {n: all(p.requires_grad for p in g["params"])
+                              for n, g in zip(names, opt.param_groups, strict=True)},
         })
 
 
@@ -175,7 +176,8 @@ def test_lr_monitor_logs_named_groups_across_unfreeze(interval: str, tmp_path: P
 # -- resume: crash in the middle of each phase == straight run ----------------------------------------
 RESUME = {
     "freeze_unfreeze": dict(kw={"strategy": "freeze_unfreeze", "unfreeze_at": 2, "lr_range": [1e-4, 1e-2],
-                                "schedule": [PhaseSchedule(pct_start=0.5), PhaseSchedule(pct_start=0.4, div_factor=5.0)]},
+                                "schedule": [PhaseSchedule(pct_start=0.5),
+                                             PhaseSchedule(pct_start=0.4, div_factor=5.0)]},
                             sched=None),
     "gradual": dict(kw={"strategy": "gradual", "unfreeze_at": [4, 7], "unit": "step", "lr_mults": {"head": 2.0}},
                     sched=Cosine),
@@ -190,7 +192,8 @@ def _straight(name: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
         model = _model(lr_scheduler=RESUME[name]["sched"])
         ckpt = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, every_n_epochs=1)
         trainer = _fit(model, [cb, ckpt], root, max_epochs=4, enable_checkpointing=True)
-        _STRAIGHT[name] = (root, _snapshot(model), cb.state_dict(), [g["lr"] for g in trainer.optimizers[0].param_groups])
+        _STRAIGHT[name] = (root, _snapshot(model), cb.state_dict(),
+                           [g["lr"] for g in trainer.optimizers[0].param_groups])
     return _STRAIGHT[name]
 
 
@@ -316,7 +319,8 @@ def test_init_errors(kwargs: dict, match: str) -> None:
     [
         ("plain", {}, {}, "PlainModule has no layer_groups"),
         ("plain", {"groups": {"all": ["features", "classifier"]}}, {}, r"needs >= 2 layer groups, found \['all'\]"),
-        ("plain", {"strategy": "no_freeze", "groups": {"f": ["features"], "c": ["classifier"]}, "lr_range": [1e-3, 1e-2]},
+        ("plain",
+         {"strategy": "no_freeze", "groups": {"f": ["features"], "c": ["classifier"]}, "lr_range": [1e-3, 1e-2]},
          {}, "param group 0 mixes"),
         ("lightkit", {"lr_mults": {"neck": 2.0}}, {}, r"unknown groups \['neck'\]"),
         ("lightkit", {"strategy": "gradual", "unfreeze_at": [1, 2, 3, 4, 5, 6]}, {}, "6 milestones for 5 groups"),
@@ -344,7 +348,8 @@ def test_fit_errors(module: str, kwargs: dict, trainer_kwargs: dict, match: str,
     [
         ({"strategy": "gradual", "unit": "step", "groups": {"encoder": ["encoder"], "head": ["head"]}},
          "checkpoint was written with groups"),
-        ({"strategy": "freeze_unfreeze", "unfreeze_at": 1, "unit": "step"}, "is in phase 2, but this fit has only 2 phases"),
+        ({"strategy": "freeze_unfreeze", "unfreeze_at": 1, "unit": "step"},
+         "is in phase 2, but this fit has only 2 phases"),
     ],
 )
 def test_resume_mismatch_errors(kwargs: dict, match: str, tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ def _loader(n: int = 24, batch_size: int = 4) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, shuffle=True)
 
 
-def _fit(model: LightningModule, callbacks: list[Callback], tmp_path: Path, max_steps: int = 3, loader: DataLoader | None = None,
-         ckpt_path: str | None = None, **kw: Any) -> Trainer:
+def _fit(model: LightningModule, callbacks: list[Callback], tmp_path: Path, max_steps: int = 3,
+         loader: DataLoader | None = None, ckpt_path: str | None = None, **kw: Any) -> Trainer:
     trainer = Trainer(max_steps=max_steps, accelerator="cpu", default_root_dir=tmp_path, callbacks=callbacks,
                       limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
                       **{"logger": False, "enable_checkpointing": False, **kw})
@@ -61,7 +61,8 @@ class _Discriminative(Callback):
         for g in optimizer.param_groups:
             if g["group"] != "head":
                 g["lr"] *= 0.1
-        optimizer.register_step_pre_hook(lambda opt, *_: self.steps.append({g["name"]: g["lr"] for g in opt.param_groups}))
+        optimizer.register_step_pre_hook(lambda opt, *_: self.steps.append({g["name"]: g["lr"]
+                                                                            for g in opt.param_groups}))
 
 
 @pytest.mark.parametrize("scheduler", [None, "onecycle"])
@@ -80,7 +81,8 @@ def test_fit_after_sweep_is_bit_identical(scheduler: str | None, tmp_path: Path)
         for key, value in state.items():
             assert torch.equal(value, opt_b["state"][i][key])
     if scheduler:
-        assert t_plain.lr_scheduler_configs[0].scheduler.state_dict() == t_swept.lr_scheduler_configs[0].scheduler.state_dict()
+        assert (t_plain.lr_scheduler_configs[0].scheduler.state_dict()
+                == t_swept.lr_scheduler_configs[0].scheduler.state_dict())
 
 
 def test_rng_and_pause_flags_restored(tmp_path: Path) -> None:
@@ -89,7 +91,8 @@ def test_rng_and_pause_flags_restored(tmp_path: Path) -> None:
     class Probe(Callback):
         def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
             seen.setdefault("rng", torch.get_rng_state())
-            seen["flags"] = (getattr(pl_module, "lightkit_pause_augment", None), getattr(pl_module, "lightkit_pause_monitor", None))
+            seen["flags"] = (getattr(pl_module, "lightkit_pause_augment", None),
+                             getattr(pl_module, "lightkit_pause_monitor", None))
 
     _fit(_model(), [LRRangeTest(**SWEEP), Probe()], tmp_path / "b", max_steps=1)
     rng_swept = seen.pop("rng")
@@ -103,7 +106,8 @@ def test_pause_flags_set_during_sweep(tmp_path: Path) -> None:
 
     class Recording(ImageClassifier):
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            flags.append((getattr(self, "lightkit_pause_augment", False), getattr(self, "lightkit_pause_monitor", False)))
+            flags.append((getattr(self, "lightkit_pause_augment", False),
+                          getattr(self, "lightkit_pause_monitor", False)))
             return super().training_step(batch, batch_idx)
 
     torch.manual_seed(0)
@@ -181,7 +185,8 @@ def test_edge_answer_becomes_a_rank_zero_warning() -> None:
     losses = [2.3] * 30 + [2.3 - 0.03 * i for i in range(60)]
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     callback = LRRangeTest()
-    with pytest.warns(SweepEdgeWarning, match=r"LRRangeTest: minimum: lr=.* lies at the end of the sweep .* Raise end_lr"):
+    with pytest.warns(SweepEdgeWarning,
+                      match=r"LRRangeTest: minimum: lr=.* lies at the end of the sweep .* Raise end_lr"):
         res = callback._suggest(_record(losses), optimizer, [1.0])
     assert any(m.startswith("minimum: lr=") for m in res["warnings"])
     assert res["lr"] == res["suggestions"]["robust_valley"]
@@ -235,7 +240,8 @@ def test_short_loader_is_cycled_with_a_warning(tmp_path: Path) -> None:
         ({"mode": "cubic"}, r"mode='cubic'; choose 'exponential' or 'linear'"),
         ({"smoothing": 1.0}, r"smoothing=1.0 must be in \[0, 1\)"),
         ({"diverge_factor": 1.0}, r"diverge_factor=1.0 must be > 1"),
-        ({"suggestion": "best"}, r"suggestion='best'; choose one of \['robust_valley', 'valley', 'steepest', 'minimum'\]"),
+        ({"suggestion": "best"},
+         r"suggestion='best'; choose one of \['robust_valley', 'valley', 'steepest', 'minimum'\]"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
@@ -249,7 +255,8 @@ def test_nan_at_first_step(tmp_path: Path) -> None:
             return super().training_step(batch, batch_idx) * float("nan")
 
     torch.manual_seed(0)
-    with pytest.raises(RuntimeError, match=r"loss is nan at the first step \(lr=1e-05\); lower start_lr \(e.g. 1e-07\)"):
+    with pytest.raises(RuntimeError,
+                       match=r"loss is nan at the first step \(lr=1e-05\); lower start_lr \(e.g. 1e-07\)"):
         _fit(NaNModel(encoder="test_resnet", num_classes=10, in_chans=1), [LRRangeTest(**SWEEP)], tmp_path)
 
 

@@ -103,15 +103,18 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 
 @pytest.mark.parametrize(("callbacks", "kw", "match"), [
     (lambda: [FineTune("freeze"), LRScaling()], {}, r"FineTune is listed before LRScaling"),
-    (lambda: [LRScaling(), FineTune("no_freeze", lr_range=[0.01, 0.1])], {}, r"FineTune\(lr_range=\[0.01, 0.1\]\) sets absolute"),
-    (lambda: [LRScaling(reference_batch=2, warmup=6)], {}, r"warmup=6 is 6 optimizer steps, not shorter than training \(6 steps\)"),
+    (lambda: [LRScaling(), FineTune("no_freeze", lr_range=[0.01, 0.1])], {},
+     r"FineTune\(lr_range=\[0.01, 0.1\]\) sets absolute"),
+    (lambda: [LRScaling(reference_batch=2, warmup=6)], {},
+     r"warmup=6 is 6 optimizer steps, not shorter than training \(6 steps\)"),
 ])
 def test_trainer_errors(callbacks: Any, kw: dict, match: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=match):
         tiny_fit(tiny_model(), callbacks(), tmp_path, **kw)
 
 
-def _resume_fit(tmp_path: Path, ckpt: str | None = None, crash: int | None = None, **kw: Any) -> tuple[Any, Trainer, LRScaling]:
+def _resume_fit(tmp_path: Path, ckpt: str | None = None, crash: int | None = None,
+                **kw: Any) -> tuple[Any, Trainer, LRScaling]:
     cb = LRScaling(reference_batch=2, warmup="2ep")  # scale 2, warmup 6 steps (3 per epoch)
     extra: list[Callback] = [Crash(crash)] if crash is not None else []
     model = tiny_model(lr=0.05, lr_scheduler=partial(Cosine))

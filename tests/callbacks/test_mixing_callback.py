@@ -38,7 +38,8 @@ def _loader(n: int = 8, batch_size: int = 3) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, shuffle=False)
 
 
-def _fit(model: LightningModule, callback: MixUpCutMix, tmp_path: Any, ckpt_path: str | None = None, **trainer_kwargs: Any) -> Trainer:
+def _fit(model: LightningModule, callback: MixUpCutMix, tmp_path: Any, ckpt_path: str | None = None,
+         **trainer_kwargs: Any) -> Trainer:
     kwargs = {"max_steps": 3, "limit_val_batches": 1, "enable_progress_bar": False, "enable_model_summary": False}
     trainer = Trainer(
         logger=False, enable_checkpointing=False, accelerator="cpu", default_root_dir=tmp_path, callbacks=[callback],
@@ -48,7 +49,8 @@ def _fit(model: LightningModule, callback: MixUpCutMix, tmp_path: Any, ckpt_path
     return trainer
 
 
-@pytest.mark.parametrize("kind", [{"mixup_alpha": 0.4}, {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}, {"cutmix_alpha": 1.0}])
+@pytest.mark.parametrize("kind",
+                         [{"mixup_alpha": 0.4}, {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}, {"cutmix_alpha": 1.0}])
 def test_training_sees_soft_targets_validation_does_not(kind: dict, tmp_path: Any) -> None:
     model = _model()
     trainer = _fit(model, MixUpCutMix(**kind), tmp_path)
@@ -164,7 +166,8 @@ def test_init_raises(kwargs: dict, match: str) -> None:
 
 
 def test_setup_raises() -> None:
-    with pytest.raises(ValueError, match=r"no num_classes on LightningModule.hparams; pass MixUpCutMix\(num_classes=...\)"):
+    with pytest.raises(ValueError,
+                       match=r"no num_classes on LightningModule.hparams; pass MixUpCutMix\(num_classes=...\)"):
         MixUpCutMix().setup(Trainer(max_epochs=1, logger=False), LightningModule(), "fit")
     with pytest.raises(ValueError, match=r"off_last_epochs=1 needs Trainer\(max_epochs=...\)"):
         MixUpCutMix(off_last_epochs=1).setup(Trainer(max_steps=3, logger=False), _model(), "fit")

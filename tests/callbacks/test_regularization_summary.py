@@ -19,7 +19,8 @@ from lightkit.models.classifier import ImageClassifier
 
 
 def _fit(tmp_path: Any, model: ImageClassifier, dm: DigitsDataModule, callbacks: list) -> Trainer:
-    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0, accelerator="cpu", logger=False,
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+                      accelerator="cpu", logger=False,
                       default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
                       enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), callbacks=callbacks)
     trainer.fit(model, datamodule=dm)
@@ -49,7 +50,8 @@ def test_everything_on(tmp_path: Any, lightning_info: pytest.LogCaptureFixture) 
         callbacks[1].label_smoothing = 0.05
         _fit(tmp_path, model, dm, callbacks)
     line = _line(lightning_info)
-    assert line.startswith("lightkit regularization: on: weight decay 0.05 (AdamW, decoupled) (biases and norms exempt)")
+    assert line.startswith("lightkit regularization: on: weight decay 0.05 (AdamW, "
+                           "decoupled) (biases and norms exempt)")
     for part in ("L1 1e-05", "dropout 0.2 (1 layer: head.0)", "label smoothing 0.1 (loss), 0.05 (MixUpCutMix targets)",
                  "augmentation [light, cutout] (fill reflect)", "cutout (cutout)",
                  "mixup alpha 0.2 + cutmix alpha 1 on 50% of batches",

@@ -62,7 +62,8 @@ def test_snapshots_at_cycle_ends_with_minimum_lr_and_ensemble_oracle(tmp_path: A
         cycle_lrs = [lrs[head] for lrs in recorder.lrs[step - 3: step]]
         assert cycle_lrs[0] == pytest.approx(0.1)  # restart at the base LR
         assert meta["snapshot"]["lr"][head] == min(cycle_lrs) == cycle_lrs[-1]  # minimum at the cycle's end
-        assert meta["snapshot"]["lr"][head] == pytest.approx(0.1 * (0.05 + 0.95 * 0.5 * (1 + math.cos(2 * math.pi / 3))))
+        assert meta["snapshot"]["lr"][head] == pytest.approx(
+            0.1 * (0.05 + 0.95 * 0.5 * (1 + math.cos(2 * math.pi / 3))))
         assert_states_close(meta["state_dict"], recorder.states[step - 1])
 
     acc, nll = _oracle(snap.snapshots)
@@ -100,7 +101,8 @@ def test_keep_last_and_recompute_bn(tmp_path: Any) -> None:
 
 
 def test_resume_in_cycle_three_knows_snapshots_one_and_two(tmp_path: Any) -> None:
-    straight_model, straight, straight_rec = tiny_model(), SnapshotEnsemble(3, dirpath=str(tmp_path / "a")), WeightRecorder()
+    straight_model, straight, straight_rec = (tiny_model(), SnapshotEnsemble(3, dirpath=str(tmp_path / "a")),
+                                              WeightRecorder())
     tiny_fit(straight_model, [straight, straight_rec], tmp_path, max_steps=9, limit_val_batches=0)
 
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=6, filename="{step}")
@@ -139,7 +141,8 @@ def test_raises(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="SnapshotEnsemble: bn_batches=0 must be >= 1"):
         SnapshotEnsemble(bn_batches=0)
     scheduled = tiny_model(lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1))
-    with pytest.raises(ValueError, match=r"SnapshotEnsemble: the module also configures LR scheduler\(s\) \['StepLR'\]"):
+    with pytest.raises(ValueError,
+                       match=r"SnapshotEnsemble: the module also configures LR scheduler\(s\) \['StepLR'\]"):
         tiny_fit(scheduled, [SnapshotEnsemble(cycles=2)], tmp_path, max_steps=2)
     with pytest.raises(ValueError, match="SnapshotEnsemble: snapshot_boundaries: total_steps=2 < cycles=3"):
         tiny_fit(tiny_model(), [SnapshotEnsemble(cycles=3)], tmp_path, max_steps=2)

@@ -19,8 +19,8 @@ def test_budget_counts_per_rank_batches_and_sums_predictions(tmp_path) -> None:
         dm = DigitsDataModule(batch_size=8, image_size=16, samples_per_class=4)  # 40 images: 20 per rank
         model = ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1)
         budget = TrainingBudget(min_steps=9, warn_below=0, max_validations=100)
-        trainer = ddp_trainer(max_epochs=1, max_steps=-1, limit_val_batches=2, num_sanity_val_steps=0, enable_checkpointing=False,
-                              callbacks=[budget])
+        trainer = ddp_trainer(max_epochs=1, max_steps=-1, limit_val_batches=2, num_sanity_val_steps=0,
+                              enable_checkpointing=False, callbacks=[budget])
         trainer.fit(model, datamodule=dm)
         save_rank({"planned": budget.planned_steps, "step": trainer.global_step, "epochs": trainer.current_epoch,
                    "counts": budget.val_counts, "history": budget.history})

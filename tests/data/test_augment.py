@@ -89,7 +89,8 @@ def test_every_short_name_builds() -> None:
 
 def test_item_overrides_defaults_and_yaml_lists_accepted() -> None:
     pipeline = build_augmentations(
-        [{"name": "rotate", "limit": [-5, 5]}, {"name": "Affine", "rotate": [-3, 3], "border_mode": cv2.BORDER_REFLECT}],
+        [{"name": "rotate", "limit": [-5, 5]},
+         {"name": "Affine", "rotate": [-3, 3], "border_mode": cv2.BORDER_REFLECT}],
         16,
         fill="edge",
     )
@@ -116,14 +117,16 @@ def test_flip_warning() -> None:
     [
         ({"spec": "medium"}, r"unknown preset 'medium'; use one of \['none', 'light', 'standard', 'strong'\]"),
         ({"spec": "light", "fill": "mirror"}, r"fill='mirror' is not a fill mode; use one of \['constant'"),
-        ({"spec": [{"name": "blur_it"}]}, r"unknown augmentation 'blur_it' \(item 0\); use one of \['brightness_contrast'"),
+        ({"spec": [{"name": "blur_it"}]},
+         r"unknown augmentation 'blur_it' \(item 0\); use one of \['brightness_contrast'"),
         ({"spec": [{"name": "Compose"}]}, "unknown augmentation 'Compose'"),
         ({"spec": ["hflip"]}, "item 0 is 'hflip'; write each item as a mapping with a 'name' key"),
         ({"spec": [{"name": "Affine", "cval": 0}]}, r"Argument\(s\) 'cval' are not valid for transform Affine"),
         ({"spec": [{"name": "rotate", "limit": "x"}]}, r"item 0 \('rotate' -> A.Rotate\) rejected its arguments"),
         ({"spec": "light", "image_size": 0}, "image_size=0 must be a positive int"),
         ({"spec": 3}, "spec of type int"),
-        ({"spec": [{"name": "light", "p": 0.5}]}, r"item 0 is the preset 'light' with arguments \['p'\]; a preset takes none"),
+        ({"spec": [{"name": "light", "p": 0.5}]},
+         r"item 0 is the preset 'light' with arguments \['p'\]; a preset takes none"),
     ],
 )
 def test_errors(kwargs: dict, match: str) -> None:

@@ -65,7 +65,8 @@ def test_few_shot_counts(digits_labels: np.ndarray) -> None:
     full = _split_indices(DigitsDataModule(seed=3))
     assert set(parts["train"]) <= set(full["train"])
     np.testing.assert_array_equal(parts["test"], full["test"])  # only train is reduced
-    np.testing.assert_array_equal(parts["train"], _split_indices(DigitsDataModule(samples_per_class=5, seed=3))["train"])
+    np.testing.assert_array_equal(parts["train"],
+                                  _split_indices(DigitsDataModule(samples_per_class=5, seed=3))["train"])
     dm.setup("fit")
     assert len(dm.train_dataloader().dataset) == 50
 
@@ -117,7 +118,8 @@ def test_preprocessing_from_attached_model() -> None:
 def test_model_mismatch_raises_in_setup() -> None:
     dm = DigitsDataModule()
     dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"num_classes": 5}, data_config={}))
-    with pytest.raises(DataError, match=r"num_classes=5 but the data has 10 classes.*set the model's num_classes to 10"):
+    with pytest.raises(DataError,
+                       match=r"num_classes=5 but the data has 10 classes.*set the model's num_classes to 10"):
         dm.setup("fit")
     dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"num_classes": 10, "in_chans": 3}))
     with pytest.raises(DataError, match=r"in_chans=3 but the data gives 1 channels; set data channels: 3"):

@@ -131,7 +131,8 @@ def test_csv_string_and_int_labels(tmp_path: Path, digit_images: dict[str, list[
     assert len(moved.test_dataloader().dataset) == 6
 
 
-def test_predict_folder_with_corrupt_file(tmp_path: Path, flat: Path, digit_images: dict[str, list[np.ndarray]]) -> None:
+def test_predict_folder_with_corrupt_file(tmp_path: Path, flat: Path,
+                                          digit_images: dict[str, list[np.ndarray]]) -> None:
     _write(tmp_path / "new" / "sub", digit_images["1"][:3])
     (tmp_path / "new" / "broken.png").write_bytes(b"not a png at all")
     dm = ImageFolderDataModule(str(flat), predict_path=str(tmp_path / "new"), image_size=8, channels=3)

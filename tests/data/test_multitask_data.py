@@ -105,7 +105,8 @@ def test_csv_several_label_columns(tmp_path: Path) -> None:
     dm.setup("fit")
     x, label, parity, size, colour = next(iter(dm.train_dataloader()))
     assert len(x) == 19 and len(dm.skipped_images) == 1
-    assert (label.dtype, parity.dtype, size.dtype, colour.dtype) == (torch.int64, torch.int64, torch.float32, torch.int64)
+    assert (label.dtype, parity.dtype, size.dtype, colour.dtype) == (torch.int64, torch.int64, torch.float32,
+                                                                     torch.int64)
     # Rows stay aligned after the unreadable image is dropped: each size identifies its row.
     rows = (size - 0.5).round().long()
     assert 3 not in rows.tolist()

@@ -25,7 +25,8 @@ def _cell(grid: np.ndarray, row: int, col: int, cell: int, pad: int, label_width
 
 def test_layout_originals_and_png(tmp_path: Path) -> None:
     pipe = A.Compose([A.Affine(translate_px={"x": 2, "y": 0}, p=1.0, border_mode=cv2.BORDER_CONSTANT, fill=0)])
-    grid = augmentation_grid([IMAGE, IMAGE[::-1]], [pipe], views=3, cell=16, pad=2, row_labels=["a", "b"], label_width=20)
+    grid = augmentation_grid([IMAGE, IMAGE[::-1]], [pipe], views=3, cell=16, pad=2, row_labels=["a", "b"],
+                             label_width=20)
     assert grid.shape == (*grid_shape(2, 4, 16, 2, 20), 3) == (HEADER + 2 * 18 + 2, 20 + 4 * 18 + 2, 3)
     original = cv2.resize(IMAGE[..., 0], (16, 16), interpolation=cv2.INTER_NEAREST)
     assert np.array_equal(_cell(grid, 0, 0, 16, 2, 20)[..., 0], original)  # nearest upscale, gray -> RGB

@@ -61,7 +61,8 @@ def test_streaming_gives_the_in_memory_tensors_and_order(folder: Path) -> None:
     assert stream._streams() and not memory._streams()
     assert stream.split_sizes() == memory.split_sizes() == {"train": 24, "val": 4, "test": 8}
     for name in ("train_dataloader", "val_dataloader"):
-        for (xm, ym), (xs, ys) in zip(_batches(getattr(memory, name)()), _batches(getattr(stream, name)()), strict=True):
+        for (xm, ym), (xs, ys) in zip(_batches(getattr(memory, name)()), _batches(getattr(stream, name)()),
+                                      strict=True):
             torch.testing.assert_close(xs, xm, rtol=0, atol=1e-6)
             assert torch.equal(ys, ym)
     stream.setup("test"), memory.setup("test")
@@ -137,7 +138,8 @@ def test_csv_streams_too(folder: Path) -> None:
     memory = CSVDataModule(str(folder / "data.csv"), in_memory=True, **kwargs)
     stream = CSVDataModule(str(folder / "data.csv"), in_memory=False, **kwargs)
     memory.setup("fit"), stream.setup("fit")
-    for (xm, ym), (xs, ys) in zip(_batches(memory.train_dataloader()), _batches(stream.train_dataloader()), strict=True):
+    for (xm, ym), (xs, ys) in zip(_batches(memory.train_dataloader()), _batches(stream.train_dataloader()),
+                                  strict=True):
         torch.testing.assert_close(xs, xm, rtol=0, atol=1e-6)
         assert torch.equal(ys, ym)
 
@@ -165,7 +167,8 @@ def test_each_rank_reads_its_share_and_a_resumed_epoch_continues() -> None:
     data = list(range(10))
     shares = [list(ResumableSampler(data, seed=4, num_replicas=2, rank=r)) for r in range(2)]
     assert sorted(shares[0] + shares[1]) == data and len(shares[0]) == len(shares[1]) == 5
-    assert list(ResumableSampler(data, seed=4)) == torch.randperm(10, generator=torch.Generator().manual_seed(4)).tolist()
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(4)).tolist()
+    assert list(ResumableSampler(data, seed=4)) == expected
     loader = ResumableLoader(_Echo(), ResumableSampler(data, seed=4, pairs=True), batch_size=3, collate_fn=list)
     loader.sampler.set_epoch(2)
     straight = list(loader)

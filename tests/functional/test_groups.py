@@ -36,7 +36,8 @@ def test_geometric_lrs_golden() -> None:
     assert geometric_lrs(1e-5, 1e-3, 1) == [1e-3]
 
 
-@pytest.mark.parametrize(("args", "match"), [((0.0, 1e-3, 3), "lo=0.0"), ((1e-2, 1e-3, 3), "hi=0.001"), ((1e-4, 1e-3, 0), "n=0")])
+@pytest.mark.parametrize(("args", "match"),
+                         [((0.0, 1e-3, 3), "lo=0.0"), ((1e-2, 1e-3, 3), "hi=0.001"), ((1e-4, 1e-3, 0), "n=0")])
 def test_geometric_lrs_errors(args: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         geometric_lrs(*args)
@@ -46,7 +47,8 @@ def test_group_by_modules_names_and_regexes() -> None:
     model = Tiny()
     groups = group_by_modules(model, {"low": [r"features\.[01]"], "high": [r"features\.[23]"], "head": ["classifier"]})
     assert [n for n, _ in groups] == ["low", "high", "head"]
-    assert [p for p, _ in groups[0][1]] == ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias"]
+    assert [p for p, _ in groups[0][1]] == ["features.0.weight", "features.0.bias", "features.1.weight",
+                                            "features.1.bias"]
     assert [p for p, _ in groups[2][1]] == ["classifier.weight", "classifier.bias"]
     bns = batchnorm_modules(model, groups)
     assert bns["low"] == [model.features[1]] and bns["high"] == [model.features[3]] and bns["head"] == []

@@ -146,7 +146,8 @@ def test_steepest_skips_the_noisy_start() -> None:
         (steepest, [2.3, 2.3, 2.3, 2.3, 2.29, 2.28, 2.27, 2.25, 2.2, 1.0],
          r"steepest: lr=100 lies at the end of the sweep \(point 8 of 10\); the loss was still falling there, .* "
          r"Raise end_lr \(now 1e\+03\) or diverge_factor"),
-        (minimum, [2.3, 2.3, 2.2, 2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.8], r"minimum: lr=1e\+03 lies at the end of the sweep"),
+        (minimum, [2.3, 2.3, 2.2, 2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.8],
+         r"minimum: lr=1e\+03 lies at the end of the sweep"),
         (robust_valley, [2.3, 2.3, 2.2, 2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.8],
          r"robust_valley \(lowest loss\): lr=1e\+03 lies at the end of the sweep \(point 9 of 10\).* Raise end_lr"),
         (robust_valley, [2.3, 0.9, 0.85, 0.84, 0.83, 0.82, 0.81, 0.80, 0.79, 2.0],
@@ -212,13 +213,16 @@ def _lrs(losses: list[float]) -> list[float]:
     [
         # MNIST-5k from scratch, SGD: band [2.8e-3, 1.2e-2]; fastai's valley 2.3e-3 is below it (issue 16).
         (MNIST_SGD_SEED2, (2.8e-3, 1.2e-2),
-         {"robust_valley": 1.024e-2, "valley": 2.31e-3, "steepest": 3.352e-3, "minimum": 2.42e-2}, (2.057e-4, 2.154e-2)),
+         {"robust_valley": 1.024e-2, "valley": 2.31e-3, "steepest": 3.352e-3, "minimum": 2.42e-2},
+         (2.057e-4, 2.154e-2)),
         # MNIST-5k from scratch, AdamW: band [2.5e-4, 7.2e-3].
         (MNIST_ADAMW_SEED0, (2.5e-4, 7.2e-3),
-         {"robust_valley": 1.918e-3, "valley": 5.214e-4, "steepest": 6.28e-4, "minimum": 6.579e-3}, (6.734e-5, 4.863e-3)),
+         {"robust_valley": 1.918e-3, "valley": 5.214e-4, "steepest": 6.28e-4, "minimum": 6.579e-3},
+         (6.734e-5, 4.863e-3)),
         # digits fine-tuned from the packaged encoder, SGD: band [3.9e-3, 3.3e-2]; valley 1.9e-3 is below it.
         (DIGITS_FT_SGD_SEED0, (3.9e-3, 3.3e-2),
-         {"robust_valley": 4.863e-3, "valley": 1.918e-3, "steepest": 4.329e-4, "minimum": 4.229e-2}, (8.111e-5, 1.485e-2)),
+         {"robust_valley": 4.863e-3, "valley": 1.918e-3, "steepest": 4.329e-4, "minimum": 4.229e-2},
+         (8.111e-5, 1.485e-2)),
     ],
 )
 def test_golden_values_on_recorded_sweeps(losses, band, golden, clr) -> None:
@@ -231,7 +235,8 @@ def test_golden_values_on_recorded_sweeps(losses, band, golden, clr) -> None:
 
 def test_old_steepest_on_a_spike_at_the_start_warns() -> None:
     lrs, smoothed = _lrs(MNIST_SGD_SEED2), smooth_losses(MNIST_SGD_SEED2)
-    with pytest.warns(SweepEdgeWarning, match=r"steepest: lr=1e-07 lies at the start of the usable sweep \(point 0 of 100\)"):
+    with pytest.warns(SweepEdgeWarning,
+                      match=r"steepest: lr=1e-07 lies at the start of the usable sweep \(point 0 of 100\)"):
         assert steepest(lrs, smoothed, skip_start=0.0) == pytest.approx(1e-7)  # issue 16's answer, now warned
     assert steepest(lrs, filter_losses(MNIST_SGD_SEED2)) == pytest.approx(3.352e-3, rel=1e-3)
     # A planted spike at the first step moves none of the robust answers.

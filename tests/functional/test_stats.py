@@ -151,7 +151,8 @@ def test_select_modules_and_params() -> None:
 
 
 def test_loss_noise() -> None:
-    assert loss_noise([float(v) for v in range(10, 0, -1)]) == pytest.approx(0.0, abs=1e-12)  # a pure trend is not noise
+    # a pure trend is not noise
+    assert loss_noise([float(v) for v in range(10, 0, -1)]) == pytest.approx(0.0, abs=1e-12)
     losses = [1.0, 3.0] * 10
     x = np.arange(20)
     resid = np.array(losses) - np.polyval(np.polyfit(x, losses, 1), x)

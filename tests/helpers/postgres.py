@@ -27,7 +27,8 @@ def find_pg_bin() -> Path | None:
     """The folder holding ``initdb`` and ``pg_ctl``: ``$PG_BIN``, the newest ``/usr/lib/postgresql/<v>/bin``
     (Debian keeps them off ``PATH``) or ``PATH``; None when there is none."""
     candidates = [os.environ.get("PG_BIN", "")]
-    candidates += sorted(glob.glob(_DEBIAN_BINS), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0,
+    candidates += sorted(glob.glob(_DEBIAN_BINS),
+                         key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0,
                          reverse=True)
     on_path = shutil.which("initdb")
     candidates.append(str(Path(on_path).resolve().parent) if on_path else "")

@@ -41,7 +41,8 @@ class PixelProbe(LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True,
+                 batch_size=len(y))
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -141,7 +141,8 @@ def test_short_fit_logs_metrics_and_moves_weights(tmp_path) -> None:
     dl = DataLoader(TensorDataset(x, y), batch_size=8)
     m = _model(optimizer=partial(torch.optim.SGD, lr=0.1))
     before = m.head[-1].weight.detach().clone()
-    trainer = Trainer(max_epochs=1, limit_train_batches=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, default_root_dir=tmp_path, logger=False,
+                      enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1, accelerator="cpu")
     trainer.fit(m, dl, dl)
     assert trainer.global_step == 2
@@ -249,7 +250,8 @@ def test_epoch_metrics_cover_every_batch_and_are_logged_once_per_epoch(tmp_path)
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       accelerator="cpu", callbacks=[EpochAccuracy()])
     trainer.fit(m, train, val)
-    logged = {stage: [row[f"{stage}/acc"] for _, row in logger.rows if f"{stage}/acc" in row] for stage in ("train", "val")}
+    logged = {stage: [row[f"{stage}/acc"] for _, row in logger.rows if f"{stage}/acc" in row]
+              for stage in ("train", "val")}
     assert len(logged["train"]) == 2 and logged["train"] == pytest.approx(per_epoch["train"], abs=1e-6)
     assert len(logged["val"]) == 4 and logged["val"] == pytest.approx(per_epoch["val"], abs=1e-6)  # 2 runs per epoch
     # not once per step (10 train + 9 val steps): train metrics at each epoch start and again after each

@@ -69,7 +69,8 @@ def test_defaults_filled_and_hparams_plain() -> None:
         ({"tasks": [{"name": "a", "main": True}, {"name": "b", "type": "ranking"}]}, r"type='ranking' is not one of"),
         ({"tasks": [{"name": "a", "type": "binary", "main": True}]}, r"the main task has type='binary'"),
         ({"tasks": [{"name": "a", "main": True, "num_classes": 3}]}, r"num_classes=3 but the model's num_classes=10"),
-        ({"tasks": [{"name": "a", "main": True}, {"name": "b"}]}, r"task 'b': a multiclass task needs num_classes >= 2"),
+        ({"tasks": [{"name": "a", "main": True}, {"name": "b"}]},
+         r"task 'b': a multiclass task needs num_classes >= 2"),
         ({"tasks": [{"name": "a", "main": True}, {"name": "b", "type": "binary", "num_classes": 2}]},
          r"num_classes=2 is only for multiclass tasks"),
         ({"tasks": [{"name": "a", "main": True}, {"name": "b", "type": "regression", "loss": "bce"}]},
@@ -99,7 +100,8 @@ def test_fixed_weights_combine_by_hand() -> None:
     tasks = [{"name": "digit", "main": True, "weight": 2.0}, {"name": "angle", "type": "regression", "weight": 0.5}]
     model = _model(tasks=tasks)
     assert float(model.combine(torch.tensor([1.5, 4.0]))) == pytest.approx(2.0 * 1.5 + 0.5 * 4.0)
-    unc = _model(weighting="uncertainty", tasks=[{"name": "digit", "main": True}, {"name": "angle", "type": "regression"}])
+    unc = _model(weighting="uncertainty",
+                 tasks=[{"name": "digit", "main": True}, {"name": "angle", "type": "regression"}])
     with torch.no_grad():
         unc.log_vars.copy_(torch.tensor([0.4, -0.2]))
     expected = torch.exp(torch.tensor(-0.4)) * 1.5 + 0.2 + 0.5 * torch.exp(torch.tensor(0.2)) * 4.0 - 0.1
@@ -238,7 +240,8 @@ def test_finetune_freeze_unfreeze_trains_heads_and_log_vars_first(tmp_path: Path
                 self.lv = pl_module.log_vars.detach().clone()
 
     spy = AtEpochEnd()
-    _trainer(tmp_path, [FineTune(strategy="freeze_unfreeze", unfreeze_at=1), spy], max_epochs=2).fit(model, datamodule=_dm())
+    trainer = _trainer(tmp_path, [FineTune(strategy="freeze_unfreeze", unfreeze_at=1), spy], max_epochs=2)
+    trainer.fit(model, datamodule=_dm())
     assert all(torch.equal(spy.enc[n], enc0[n]) for n in enc0)  # phase 0: encoder frozen
     assert all(not torch.equal(spy.heads[n], heads0[n]) for n in heads0 if n.endswith("weight"))
     assert not torch.equal(spy.lv, lv0)  # the log-variances belong to no layer group: never frozen
@@ -281,7 +284,8 @@ def test_config_runs_short_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str
                     "--model.init_args.pretrained=false", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
                     "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
                     "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
-                    "--trainer.enable_model_summary=false", "--data.init_args.image_size=16", "--trainer.log_every_n_steps=1",
+                    "--trainer.enable_model_summary=false", "--data.init_args.image_size=16",
+                    "--trainer.log_every_n_steps=1",
                     f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
     finally:
         sys.argv = sys_argv
