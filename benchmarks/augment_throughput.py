@@ -112,7 +112,8 @@ def bench(setting: str, reps: int) -> dict[str, float]:
     for name, (fn, items) in runs.items():
         out = fn(items[0])
         if out.dtype != torch.float32 or tuple(out.shape) != (channels, size, size):
-            raise RuntimeError(f"{name}: output {out.dtype} {tuple(out.shape)}, expected float32 {(channels, size, size)}")
+            raise RuntimeError(f"{name}: output {out.dtype} {tuple(out.shape)}, "
+                               f"expected float32 {(channels, size, size)}")
         one_pass(fn, items[:4])  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)

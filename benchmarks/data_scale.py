@@ -197,7 +197,8 @@ def _fit(folder: Path, args: argparse.Namespace) -> dict:
     model = ImageClassifier(encoder="resnet10t", num_classes=dm.num_classes, in_chans=dm.in_chans,
                             optimizer=partial(torch.optim.AdamW, lr=1e-3))
     trainer = Trainer(max_steps=args.fit_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[FirstStep()])
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                      callbacks=[FirstStep()])
     trainer.fit(model, datamodule=dm)
     return {"first_step_s": marks.get("first_step_s"), "steps": trainer.global_step,
             "total_s": time.perf_counter() - T0, "streamed": dm._streams()}  # noqa: SLF001

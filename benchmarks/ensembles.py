@@ -29,8 +29,8 @@ from lightkit.callbacks.snapshot import SnapshotEnsemble  # noqa: E402
 from lightkit.callbacks.swa import SWA  # noqa: E402
 from lightkit.data import DigitsDataModule  # noqa: E402
 from lightkit.functional.ensemble import classification_metrics, member_probs  # noqa: E402
-from lightkit.models.classifier import ImageClassifier  # noqa: E402
 from lightkit.lr_schedulers import Cosine  # noqa: E402
+from lightkit.models.classifier import ImageClassifier  # noqa: E402
 
 
 def _fit(seed: int, epochs: int, encoder: str, root: Path, callbacks: list[Callback], final_factor: float | None):
@@ -75,14 +75,17 @@ def main() -> None:
         model, batches, target = _fit(seed, args.epochs, args.encoder, root / "snap", [snap], None)
         members = member_probs(model, snap.snapshots, batches)
         scores = [_score(p, target) for p in members]
-        rows.setdefault("best single snapshot (by test acc)", []).append(max(scores, key=lambda s: (s["acc"], -s["nll"])))
+        rows.setdefault("best single snapshot (by test acc)", []).append(
+            max(scores, key=lambda s: (s["acc"], -s["nll"])))
         rows.setdefault("snapshot ensemble (M=4)", []).append(_score(members.mean(0), target))
 
         model, batches, target = _fit(seed, args.epochs, args.encoder, root / "ema", [EMA(decay=0.99)], 0.0)
-        rows.setdefault("EMA (decay 0.99, warm-up)", []).append(_score(member_probs(model, [model.state_dict()], batches)[0], target))
+        rows.setdefault("EMA (decay 0.99, warm-up)", []).append(
+            _score(member_probs(model, [model.state_dict()], batches)[0], target))
 
         model, batches, target = _fit(seed, args.epochs, args.encoder, root / "swa", [SWA(start=0.5)], 0.1)
-        rows.setdefault("SWA (second half, BN recomputed)", []).append(_score(member_probs(model, [model.state_dict()], batches)[0], target))
+        rows.setdefault("SWA (second half, BN recomputed)", []).append(
+            _score(member_probs(model, [model.state_dict()], batches)[0], target))
         done = {name: scores[-1] for name, scores in rows.items()}
         print(f"seed {seed} done after {time.perf_counter() - t0:.0f} s: {done}", flush=True)
     assert target is not None

@@ -38,8 +38,8 @@ from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from lightkit.callbacks.finetune import FineTune, PhaseSchedule  # noqa: E402
 from lightkit.data import DigitsDataModule  # noqa: E402
-from lightkit.models import ImageClassifier  # noqa: E402
 from lightkit.lr_schedulers import OneCycle  # noqa: E402
+from lightkit.models import ImageClassifier  # noqa: E402
 
 WEIGHTS = str(Path(__file__).resolve().parents[1] / "lightkit/assets/mnist5k_resnet10t.safetensors")
 ARMS = ["scratch", "linear_probe", "full_finetune", "freeze_unfreeze", "gradual"]

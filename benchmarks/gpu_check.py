@@ -160,19 +160,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dataset = RepeatedBatches(images, labels, (args.warmup + args.steps) * args.batch_size)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=0 if dry else 4, pin_memory=not dry,
                         persistent_workers=not dry, drop_last=True)
-    arms = [(runner, bf16, cl, False) for bf16 in (False, True) for cl in (False, True) for runner in ("plain", "lightkit")]
+    arms = [(runner, bf16, cl, False) for bf16 in (False, True) for cl in (False, True)
+            for runner in ("plain", "lightkit")]
     if args.compile:
         arms += [("plain", True, True, True), ("lightkit", True, True, True)]
     figures: dict[str, list[float]] = {}
     for rep in range(args.reps):
         for runner, bf16, cl, comp in (arms if rep % 2 == 0 else arms[::-1]):
-            key = f"{runner:8s} {'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'contiguous   '}{' compiled' if comp else ''}"
+            key = (f"{runner:8s} {'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'contiguous   '}"
+                   f"{' compiled' if comp else ''}")
             fn = plain_arm if runner == "plain" else lightkit_arm
             figures.setdefault(key, []).append(fn(args, loader, device, bf16, cl, comp))
             print(f"rep {rep} {key}: {figures[key][-1]:.1f} img/s", flush=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run: sizes too small to mean anything)"
-    print(f"\n{args.model} {args.image_size} px, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, "
-          f"{args.reps} rep(s), {name}, torch {torch.__version__}")
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else "CPU (dry run: sizes too small to mean anything)")
+    print(f"\n{args.model} {args.image_size} px, batch {args.batch_size}, "
+          f"{args.steps} timed steps after {args.warmup}, {args.reps} rep(s), {name}, torch {torch.__version__}")
     print(f"{'arm':40s} {'img/s':>10s} {'lightkit/plain':>15s}")
     medians = {k: statistics.median(v) for k, v in figures.items()}
     for key, value in medians.items():

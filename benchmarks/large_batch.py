@@ -3,8 +3,9 @@ arXiv:1706.02677) recover the small-batch accuracy when the batch grows 8x?
 
 timm's ``test_resnet`` (0.37 M parameters, 4x cheaper than resnet10t on CPU; ``--encoder resnet10t``
 for the packaged encoder's architecture) from scratch (no pretrained weights: a pretrained encoder reaches
-~99 % in any arm), 32 px, 1 channel, on scikit-learn's digits (lightkit.data.DigitsDataModule, seeded 70/10/20 split), SGD with
-momentum 0.9 (Goyal's optimizer), weight decay 5e-4, a cosine decay to 0 over the fit (lightkit.lr_schedulers.Cosine).
+~99 % in any arm), 32 px, 1 channel, on scikit-learn's digits (lightkit.data.DigitsDataModule, seeded 70/10/20
+split), SGD with momentum 0.9 (Goyal's optimizer), weight decay 5e-4, a cosine decay to 0 over the fit
+(lightkit.lr_schedulers.Cosine).
 The large batch is simulated with gradient accumulation: loader batch B = 32 (BatchNorm statistics per
 32, as in Goyal's per-GPU batches) x 8 accumulated = 256 per optimizer step. Same number of epochs in
 every arm, so the large-batch arms take 8x fewer optimizer steps. No validation during the fit; the test
@@ -37,8 +38,8 @@ from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from lightkit.callbacks import LRScaling  # noqa: E402
 from lightkit.data import DigitsDataModule  # noqa: E402
-from lightkit.models import ImageClassifier  # noqa: E402
 from lightkit.lr_schedulers import Cosine  # noqa: E402
+from lightkit.models import ImageClassifier  # noqa: E402
 
 ARMS = ["small", "large", "large_linear", "large_warmup"]
 REFERENCE = "small"

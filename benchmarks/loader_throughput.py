@@ -83,7 +83,8 @@ def main() -> None:
         dm = cls(batch_size=args.batch_size, image_size=args.image_size, augmentations=args.augmentations,
                  num_workers=workers)
         dm.setup("fit")
-        rows.append((f"augmented ({args.augmentations}), {workers} workers", loader_rate(dm.train_dataloader(), args.epochs)))
+        rows.append((f"augmented ({args.augmentations}), {workers} workers",
+                     loader_rate(dm.train_dataloader(), args.epochs)))
     batch = next(iter(fast))
     train = train_rate(args.model, batch, plain.num_classes, args.steps)
     print(f"\n{args.data} at {args.image_size} px, batch {args.batch_size}, {args.threads} threads, "

@@ -43,7 +43,8 @@ class Stamp(Callback):
             self.times["steps"] = time.perf_counter()
 
 
-def _fit(seed: int, lr: float, steps: int, callbacks: list[Callback]) -> tuple[Trainer, ImageClassifier, DigitsDataModule]:
+def _fit(seed: int, lr: float, steps: int,
+         callbacks: list[Callback]) -> tuple[Trainer, ImageClassifier, DigitsDataModule]:
     seed_everything(seed, verbose=False)
     model = ImageClassifier(encoder="test_resnet", num_classes=10, in_chans=1,
                             optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.01))

@@ -1,6 +1,7 @@
 """Does the LR range test land? LR grids (accuracy by LR, several seeds) against every suggestion rule.
 
-    python benchmarks/lr_grid.py                      # run all setups, write benchmarks/lr_grid_results.json, print tables
+    python benchmarks/lr_grid.py                      # run all setups, write benchmarks/lr_grid_results.json,
+                                                      # print tables
     python benchmarks/lr_grid.py --table-only         # recompute the tables from the JSON (no training)
     python benchmarks/lr_grid.py --setups mnist_sgd   # one setup
 
@@ -40,9 +41,12 @@ HALF_DECADE = [1e-5, 3.2e-5, 1e-4, 3.2e-4, 1e-3, 3.2e-3, 1e-2, 3.2e-2, 0.1, 0.32
 # name: data module, pretrained weights, optimizer, grid, epochs. The first is the grid of issue 16.
 SETUPS: dict[str, dict[str, Any]] = {
     "mnist_sgd": {"data": "mnist5k", "pretrained": False, "optimizer": "sgd", "grid": HALF_DECADE[4:9], "epochs": 2},
-    "mnist_adamw": {"data": "mnist5k", "pretrained": False, "optimizer": "adamw", "grid": HALF_DECADE[2:7], "epochs": 2},
-    "digits_ft_sgd": {"data": "digits", "pretrained": ASSET, "optimizer": "sgd", "grid": HALF_DECADE[4:10], "epochs": 2},
-    "digits_ft_adamw": {"data": "digits", "pretrained": ASSET, "optimizer": "adamw", "grid": HALF_DECADE[1:7], "epochs": 2},
+    "mnist_adamw": {"data": "mnist5k", "pretrained": False, "optimizer": "adamw", "grid": HALF_DECADE[2:7],
+                    "epochs": 2},
+    "digits_ft_sgd": {"data": "digits", "pretrained": ASSET, "optimizer": "sgd", "grid": HALF_DECADE[4:10],
+                      "epochs": 2},
+    "digits_ft_adamw": {"data": "digits", "pretrained": ASSET, "optimizer": "adamw", "grid": HALF_DECADE[1:7],
+                        "epochs": 2},
 }
 RULES = ("robust_valley", "valley", "steepest", "old steepest", "minimum")
 
@@ -189,8 +193,9 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        data.setdefault("runs", []).append({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                            "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()})
+        data.setdefault("runs", []).append({
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()})
         for name in args.setups:
             setup = SETUPS[name]
             res = data["setups"].setdefault(name, {})

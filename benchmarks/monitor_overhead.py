@@ -49,7 +49,8 @@ class LoopTimer(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self.starts.append(time.perf_counter())
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self.t1 = time.perf_counter()
 
     def durations(self) -> list[float]:
@@ -123,7 +124,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="1: on a shared, loaded CPU more threads oversubscribe it.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="1: on a shared, loaded CPU more threads oversubscribe it.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -133,8 +135,10 @@ def main() -> None:
         for monitored in ((False, True) if rep % 2 == 0 else (True, False)):
             times[monitored].append(one_fit(args.model, args.steps, args.batch_size, monitored))
             loop, fit, extra = times[monitored][-1]
-            inside = f"  monitors inside the loop {extra:.2f} s ({100 * extra / (loop - extra):.1f} %)" if monitored else ""
-            print(f"rep {rep} {'monitored' if monitored else 'plain    '}: loop {loop:.2f} s  fit {fit:.2f} s{inside}", flush=True)
+            inside = (f"  monitors inside the loop {extra:.2f} s ({100 * extra / (loop - extra):.1f} %)"
+                      if monitored else "")
+            print(f"rep {rep} {'monitored' if monitored else 'plain    '}: loop {loop:.2f} s  fit {fit:.2f} s{inside}",
+                  flush=True)
     print(f"\n{args.model}, {args.steps} steps, batch {args.batch_size}, 32 px, {args.reps} reps, "
           f"{args.threads} threads, torch {torch.__version__}")
     for i, label in enumerate(("loop", "fit")):

@@ -27,8 +27,8 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from lightkit.data.multitask import DigitsMultiTaskDataModule  # noqa: E402
-from lightkit.models.multitask import MultiTaskClassifier  # noqa: E402
 from lightkit.lr_schedulers import OneCycle  # noqa: E402
+from lightkit.models.multitask import MultiTaskClassifier  # noqa: E402
 
 WEIGHTS = str(Path(__file__).resolve().parents[1] / "lightkit/assets/mnist5k_resnet10t.safetensors")
 MAIN = {"name": "digit", "type": "multiclass", "main": True}
@@ -65,7 +65,8 @@ def run(arm: str, seed: int, args: argparse.Namespace) -> dict:
     out = trainer.test(model, datamodule=dm, verbose=False)[0]
     result = {"acc": float(out["test/acc"]), "seconds": seconds, "steps": trainer.global_step}
     if weighting == "uncertainty":
-        result["sigma"] = {t["name"]: float(s) for t, s in zip(tasks, torch.exp(0.5 * model.log_vars.detach()), strict=True)}
+        result["sigma"] = {t["name"]: float(s)
+                           for t, s in zip(tasks, torch.exp(0.5 * model.log_vars.detach()), strict=True)}
     if weighting == "dwa":
         result["weights"] = {t["name"]: float(w) for t, w in zip(tasks, model.task_weights(), strict=True)}
     if len(tasks) > 1:
@@ -97,7 +98,8 @@ def main() -> None:
             r = run(arm, seed, args)
             results[arm].append(r)
             extra = "".join(f" {k}={v}" for k, v in r.items() if k in ("sigma", "weights", "aux"))
-            print(f"seed {seed} {arm:<12} acc {r['acc']:.4f}  {r['steps']} steps  {r['seconds']:.0f} s{extra}", flush=True)
+            print(f"seed {seed} {arm:<12} acc {r['acc']:.4f}  {r['steps']} steps  {r['seconds']:.0f} s{extra}",
+                  flush=True)
     print(f"\nload average after: {os.getloadavg()}; total {time.perf_counter() - t0:.0f} s")
     print("| arm | main-task test acc (mean +- std) | runs | learned sigma / DWA weight (mean) |")
     print("|---|---|---:|---|")
@@ -105,7 +107,8 @@ def main() -> None:
         accs = [r["acc"] for r in rs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         key = "sigma" if "sigma" in rs[0] else "weights" if "weights" in rs[0] else None
-        learned = ", ".join(f"{name} {statistics.mean(r[key][name] for r in rs):.3f}" for name in rs[0][key]) if key else ""
+        learned = ", ".join(f"{name} {statistics.mean(r[key][name] for r in rs):.3f}"
+                            for name in rs[0][key]) if key else ""
         print(f"| {arm} | {100 * statistics.mean(accs):.2f} +- {100 * std:.2f} % | {len(rs)} | {learned} |")
 
 

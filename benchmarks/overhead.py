@@ -80,7 +80,8 @@ def plain_run(model_name: str, data: str, batch_size: int, image_size: int, epoc
     _setup(dm, model)
     optimizer = torch.optim.AdamW(build_param_groups(model.layer_groups()), lr=LR, weight_decay=WD)
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, pct_start=PCT, total_steps=epochs * len(train))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, pct_start=PCT,
+                                                    total_steps=epochs * len(train))
     t1 = time.perf_counter()
     val_acc = 0.0
     for _ in range(epochs):
@@ -107,7 +108,8 @@ def plain_run(model_name: str, data: str, batch_size: int, image_size: int, epoc
     return {"loop": t2 - t1, "total": t2 - t0, "state": _float_state(model), "val_acc": val_acc}
 
 
-def lightkit_config(model_name: str, data: str, batch_size: int, image_size: int, epochs: int, root: str) -> dict[str, Any]:
+def lightkit_config(model_name: str, data: str, batch_size: int, image_size: int, epochs: int,
+                    root: str) -> dict[str, Any]:
     """The quickstart recipe with the benchmark's model, data and schedule."""
     return {
         "seed_everything": 0,
@@ -190,7 +192,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                        help="after the timed runs, cProfile a lightkit run of this many steps and print the top entries")
+                        help="after the timed runs, cProfile a lightkit run of this many steps and print the "
+                             "top entries")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -216,8 +219,9 @@ def main() -> None:
     for key in ("loop", "total"):
         plain = statistics.median(r[key] for r in runs["plain"])
         light = statistics.median(r[key] for r in runs["lightkit"])
+        ratios = ", ".join(f"{b[key] / a[key]:.3f}" for a, b in zip(runs["plain"], runs["lightkit"], strict=True))
         print(f"{key:>5}: plain {plain:.2f} s  lightkit {light:.2f} s  ratio {light / plain:.3f} "
-              f"(per-rep ratios {', '.join(f'{b[key] / a[key]:.3f}' for a, b in zip(runs['plain'], runs['lightkit'], strict=True))})")
+              f"(per-rep ratios {ratios})")
     if args.profile:
         profile = cProfile.Profile()
         steps = args.profile

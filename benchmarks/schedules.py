@@ -31,8 +31,8 @@ import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 
 from lightkit.data import DigitsDataModule  # noqa: E402
-from lightkit.models.classifier import ImageClassifier  # noqa: E402
 from lightkit.lr_schedulers import Constant, Cosine, Cyclic, OneCycle, StepDecay  # noqa: E402
+from lightkit.models.classifier import ImageClassifier  # noqa: E402
 
 
 def schedules(steps: int) -> dict[str, partial | None]:

@@ -39,7 +39,8 @@ PROBE = {
     "trainer": {"accelerator": "cpu", "max_epochs": 1, "logger": False, "enable_checkpointing": False,
                 "num_sanity_val_steps": 0, "log_every_n_steps": 1},
     "model": {"class_path": "tests.helpers.search_probe.PixelProbe",
-              "init_args": {"image_size": 8, "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}}}},
+              "init_args": {"image_size": 8,
+                            "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}}}},
     "data": {"class_path": "lightkit.data.DigitsDataModule",
              "init_args": {"batch_size": 32, "image_size": 8, "val_fraction": 0.3}},
 }
