@@ -249,7 +249,8 @@ def run_cli(root: Path, seed: int, arm: str, out_dir: Path, timeout: float) -> d
     env = {**os.environ, **OFFLINE_ENV}
     with open(out_dir / f"{arm}.log", "w") as sink:  # a file, not a pipe: the log survives a timeout
         try:
-            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                  timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
     return read_cli_result(root, seed, arm, out_dir, code)
@@ -431,7 +432,8 @@ def main() -> None:
         OFFLINE_ENV["OMP_NUM_THREADS"] = str(args.threads)  # the CLI subprocesses
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)", flush=True)
-    results["invocations"].append({"argv": sys.argv[1:], "host_cpus": os.cpu_count(), "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    results["invocations"].append({"argv": sys.argv[1:], "host_cpus": os.cpu_count(),
+                                   "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                                    "loadavg": list(load)})
     t_all = time.perf_counter()
     for seed in args.seeds:  # seeds outer: a run cut short still covers every dataset

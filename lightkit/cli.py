@@ -164,7 +164,8 @@ class LightkitCLI(LightningCLI):
             extra = _after_fit_checks(trainer, self.datamodule, results, counts, bool(cfg.get("pixel_baseline")))
             if diverged is not None:
                 extra["verdicts"].insert(0, self._diverged_note)
-            summary = _print_summary(trainer, results, fit_seconds, time.perf_counter() - self._t0, ckpt, log_dir, extra)
+            total = time.perf_counter() - self._t0
+            summary = _print_summary(trainer, results, fit_seconds, total, ckpt, log_dir, extra)
             if cfg.get("summary_json"):
                 path = Path(cfg["summary_json"])
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +187,8 @@ class LightkitCLI(LightningCLI):
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
             try:
-                hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters", {})
+                saved = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
+                hparams = saved.get("hyper_parameters", {})
             except Exception as err:  # noqa: BLE001 - safetensors, pickle, zip: all mean "not a checkpoint"
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise UsageError(
@@ -372,6 +374,8 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
         table.add_row(f"pixel baseline (logistic regression, {baseline.size}x{baseline.size})",
                       f"{100 * baseline.test_acc:.2f} %")
         summary["baseline/pixel_logreg_acc"] = baseline.test_acc
+        summary["baseline/pixel_logreg_test_images"] = baseline.n_test  # at most max_eval of a large test split
+        summary["baseline/pixel_logreg_seconds"] = baseline.seconds
     table.add_row("epochs / optimizer steps", f"{trainer.current_epoch} / {trainer.global_step}")
     table.add_row("fit time", f"{fit_s:.1f} s")
     table.add_row("total time (fit + test)", f"{total_s:.1f} s")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -269,7 +270,8 @@ def sample_batches(loader: Iterable[Any], num_batches: int = 2, batch_size: int 
     if len(y) < num_batches * batch_size:
         raise ValueError(f"sample_batches: the loader has {len(y)} images, fewer than num_batches * batch_size = "
                          f"{num_batches * batch_size}; lower them.")
-    return [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]) for i in range(num_batches)]
+    cuts = [slice(i * batch_size, (i + 1) * batch_size) for i in range(num_batches)]
+    return [(x[cut], y[cut]) for cut in cuts]
 
 
 # -- checks --------------------------------------------------------------------------------------
@@ -336,7 +338,8 @@ def initial_loss_check(model: nn.Module, batches: Sequence[Batch], tolerance: fl
     return CheckResult("initial_loss", False, message, measured, hint)
 
 
-def gradient_check(model: nn.Module, batch: Batch, seed: int = 0, device: torch.device | str | None = None) -> CheckResult:
+def gradient_check(model: nn.Module, batch: Batch, seed: int = 0,
+                   device: torch.device | str | None = None) -> CheckResult:
     """Every trainable parameter gets a finite, non-zero gradient from the loss.
 
     One forward / backward on a copy. Parameters without a gradient are probed again after one
@@ -455,7 +458,8 @@ def overfit_check(model: nn.Module, batches: Sequence[Batch], steps: int = 100, 
     if done is not None:
         return CheckResult("overfit", True, f"{samples} images overfitted to {accuracy:.0%} in {done} steps "
                            f"(lr {base_lr:.3g}, regularisation off)", measured)
-    message = f"{samples} images at {accuracy:.0%} training accuracy after {steps} steps (loss {loss:.4g}, lr {base_lr:.3g})"
+    message = (f"{samples} images at {accuracy:.0%} training accuracy after {steps} steps "
+               f"(loss {loss:.4g}, lr {base_lr:.3g})")
     if not math.isfinite(loss):
         hint = f"the loss diverged: lower `{LR_KEY}` (now {base_lr:.3g}), e.g. 10x"
     elif base_lr == 0:
@@ -478,7 +482,8 @@ def _decreased(losses: list[float], min_decrease: float) -> tuple[bool, float, f
 
 def lr_check(model: nn.Module, batches: Iterable[Batch], factors: Sequence[float] = (0.1, 1.0, 10.0), steps: int = 100,
              min_decrease: float = 0.05, optimizer: OptimizerFactory | None = None, lr: float | None = None,
-             label_smoothing: float | None = None, seed: int = 0, device: torch.device | str | None = None) -> CheckResult:
+             label_smoothing: float | None = None, seed: int = 0,
+             device: torch.device | str | None = None) -> CheckResult:
     """A short run per LR: does the training loss go down within ``steps`` steps?
 
     The lecture's step 3 ("find an LR that makes the loss go down"): for each factor, a fresh copy is
@@ -548,7 +553,8 @@ def lr_check(model: nn.Module, batches: Iterable[Batch], factors: Sequence[float
     def describe(r: dict[str, Any]) -> str:
         return f"{r['lr']:.3g}: " + ("diverged" if r["diverged"] else f"{r['first']:.3g}->{r['last']:.3g}")
 
-    message = f"loss over at most {steps} steps at lr " + ", ".join(describe(r) + f" ({r['steps']} steps)" for r in runs)
+    message = f"loss over at most {steps} steps at lr " + ", ".join(
+        describe(r) + f" ({r['steps']} steps)" for r in runs)
     if configured["decreased"]:
         return CheckResult("lr", True, message, measured)
     good = [r for r in runs if r["decreased"]]
@@ -556,7 +562,8 @@ def lr_check(model: nn.Module, batches: Iterable[Batch], factors: Sequence[float
         best = min(good, key=lambda r: r["last"])
         hint = f"the loss went down at lr {best['lr']:.3g} ({best['factor']:g}x): set `{LR_KEY}: {best['lr']:.3g}`"
     elif configured["diverged"]:
-        hint = f"the loss diverged: lower `{LR_KEY}` (now {base:.3g}), e.g. 10x, or clip (`trainer.gradient_clip_val: 1.0`)"
+        hint = (f"the loss diverged: lower `{LR_KEY}` (now {base:.3g}), e.g. 10x, "
+                f"or clip (`trainer.gradient_clip_val: 1.0`)")
     else:
         hint = (f"the loss went down at none of these LRs: check `{LR_KEY}` (now {base:.3g}), the labels, the init "
                 f"(`model.init_args.head_init`) and frozen layers; or raise `--sanity.lr_steps`")
@@ -615,13 +622,16 @@ def run_sanity(
     for name in CHECKS:
         if name not in checks:
             continue
+        start = time.perf_counter()
         if name == "initial_loss":
-            results.append(initial_loss_check(model, sample, loss_tolerance, label_smoothing, seed, device))
+            result = initial_loss_check(model, sample, loss_tolerance, label_smoothing, seed, device)
         elif name == "gradients":
-            results.append(gradient_check(model, sample[0], seed, device))
+            result = gradient_check(model, sample[0], seed, device)
         elif name == "overfit":
-            results.append(overfit_check(model, sample, overfit_steps, overfit_accuracy, optimizer, lr, seed, device))
+            result = overfit_check(model, sample, overfit_steps, overfit_accuracy, optimizer, lr, seed, device)
         else:
-            results.append(lr_check(model, train_batches, lr_factors, lr_steps, min_decrease, optimizer, lr,
-                                    label_smoothing, seed, device))
+            result = lr_check(model, train_batches, lr_factors, lr_steps, min_decrease, optimizer, lr,
+                              label_smoothing, seed, device)
+        result.measured["seconds"] = time.perf_counter() - start  # what each check costs, in sanity.json
+        results.append(result)
     return SanityReport(results, seed)
