@@ -11,14 +11,19 @@ the first images of each class. Each (arm, size) runs in a fresh process that re
   every 50 ms from /proc as PSS (shared pages of forked workers counted once, not once per worker);
 - ``fit`` arm: a real ``Trainer.fit`` (resnet10t, folder recipe input 32 px, streaming): seconds from
   the start of the process to the end of the first optimizer step, and peak RSS over ``--fit_steps`` steps.
+- ``recipe`` arm: the README's literal user command, ``cli.py fit --config configs/folder.yaml
+  --data.init_args.root FOLDER`` in a fresh working directory, cut to ``--fit_steps`` training steps
+  (``--trainer.max_steps``; 20 val / test batches): its LR range test, test and pixel baseline all run.
+  Whole-command seconds, the pixel baseline's seconds and test images, peak memory of the process tree.
 
 Arms: ``memory`` (in_memory: true), ``stream`` (in_memory: false), ``shards`` (``prepare`` once, timed
-apart, then ``ShardDataModule``), ``fit``. The in-memory arm is skipped above ``--memory_max`` images
+apart, then ``ShardDataModule``), ``fit``, ``recipe``. The in-memory arm is skipped above ``--memory_max`` images
 (5k images at 224 px took 5.3 GB; 50k would need ~53 GB on a 24 GB box): recorded as skipped.
 
     python benchmarks/data_scale.py --generate 50000
     python benchmarks/data_scale.py --sizes 1000 5000 --arms memory stream shards
     python benchmarks/data_scale.py --sizes 50000 --arms stream shards fit
+    python benchmarks/data_scale.py --sizes 50000 --arms recipe
 """
 
 from __future__ import annotations
@@ -172,6 +177,8 @@ def run_one(arm: str, n: int, args: argparse.Namespace) -> dict:
         result["first_batch_s"] += result["init_s"]
     elif arm == "fit":
         result.update(_fit(folder, args))
+    elif arm == "recipe":
+        result.update(_recipe(folder, args))
     result["peak_rss_gb"] = rss.stop() / 2**30
     return result
 
@@ -204,13 +211,35 @@ def _fit(folder: Path, args: argparse.Namespace) -> dict:
             "total_s": time.perf_counter() - T0, "streamed": dm._streams()}  # noqa: SLF001
 
 
+def _recipe(folder: Path, args: argparse.Namespace) -> dict:
+    """The README's literal user command on the folder, cut to ``--fit_steps`` training steps (the range
+    test's 100 steps, the test of the best checkpoint on 20 batches and the pixel baseline all run)."""
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as work:
+        summary = Path(work) / "summary.json"
+        cmd = [sys.executable, str(repo / "cli.py"), "fit", "--config", str(repo / "configs/folder.yaml"),
+               "--data.init_args.root", str(folder), "--trainer.max_steps", str(args.fit_steps),
+               "--trainer.limit_val_batches", "20", "--trainer.limit_test_batches", "20",
+               "--trainer.enable_progress_bar", "false", "--summary_json", str(summary)]
+        env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {"error": proc.stderr[-800:]}
+        out = json.loads(summary.read_text())
+    return {"total_s": time.perf_counter() - T0, "steps": out["steps"], "fit_s": out["fit_seconds"],
+            "baseline_s": out.get("baseline/pixel_logreg_seconds"),
+            "baseline_test_images": out.get("baseline/pixel_logreg_test_images")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="/tmp/lk_scale")
     parser.add_argument("--generate", type=int, default=None, help="generate this many images and exit")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000])
     parser.add_argument("--arms", nargs="+", default=["memory", "stream", "shards"],
-                        choices=["memory", "stream", "shards", "fit"])
+                        choices=["memory", "stream", "shards", "fit", "recipe"])
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)

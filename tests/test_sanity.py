@@ -53,6 +53,7 @@ def test_healthy_setup_passes_and_leaves_the_model_alone(data: tuple[list, list]
     assert report.passed, [(c.name, c.message, c.hint) for c in report.failed()]
     assert [c.name for c in report.checks] == ["initial_loss", "gradients", "overfit", "lr"]
     assert all(c.hint == "" for c in report.checks)
+    assert all(0 < c.measured["seconds"] < 600 for c in report.checks)  # each check's cost, for sanity.json
     # timm's zero-initialised last BN gammas are recognised, not reported as missing gradients
     assert report["gradients"].measured["zero_init"] and not report["gradients"].measured["no_gradient"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -159,6 +160,7 @@ def test_command_passes_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFi
     baseline = report["checks"][-1]
     assert baseline["name"] == "pixel_baseline" and 0.9 < baseline["measured"]["test_acc"] <= 1.0  # digits: ~0.96
     assert "logistic regression on 8x8 pixels" in baseline["message"]
+    assert all(c["measured"]["seconds"] > 0 for c in report["checks"])
     assert "lightkit sanity" in capsys.readouterr().out
 
 

@@ -44,6 +44,52 @@ def test_pixel_baseline_errors() -> None:
         pixel_baseline(object())
 
 
+def test_pixel_baseline_on_a_streaming_folder_equals_in_memory_and_caps_the_held_out_images(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large folder streams: the floor reads each chosen file once, keeps only its pooled pixels, and
+    scores at most ``max_eval`` validation / test images (issue 20: no decode of every held-out file)."""
+    from lightkit.data import images
+
+    data = _write_digit_folder(tmp_path / "images", 40)
+    kwargs = dict(root=str(data), image_size=16, channels=1)
+    memory = pixel_baseline(ImageFolderDataModule(in_memory=True, **kwargs))
+    reads: list[str] = []
+    decode = images.decode_image
+    monkeypatch.setattr(images, "decode_image",
+                        lambda path, channels, draft=None: reads.append(path) or decode(path, channels, draft))
+    streamed = pixel_baseline(ImageFolderDataModule(in_memory=False, **kwargs))
+    assert (streamed.test_acc, streamed.val_acc, streamed.C, streamed.size) == \
+        (memory.test_acc, memory.val_acc, memory.C, memory.size) and memory.size == 8
+    assert len(reads) == len(set(reads)) == 120  # train + val + test of 3 x 40 images, each read once
+    capped = pixel_baseline(ImageFolderDataModule(in_memory=False, **kwargs), max_eval=5)
+    assert capped.n_test == 5 and capped.n_train == streamed.n_train and streamed.n_test > 5
+    with pytest.raises(ValueError, match=r"max_eval=1 >= 2"):
+        pixel_baseline(ImageFolderDataModule(in_memory=False, **kwargs), max_eval=1)
+
+
+def test_pixel_baseline_on_a_streaming_jpeg_folder_decodes_at_reduced_scale(tmp_path: Path) -> None:
+    """JPEGs of a streaming folder are decoded with PIL's draft (1/2..1/8 scale, sides >= 16): the floor is
+    the in-memory floor within a few points, from far fewer decoded pixels."""
+    data = _write_digit_folder(tmp_path / "images", 40)
+    for path in sorted(data.rglob("*.png")):
+        Image.open(path).resize((128, 128), Image.BILINEAR).save(path.with_suffix(".jpg"), quality=95)
+        path.unlink()
+    kwargs = dict(root=str(data), image_size=16, channels=1)
+    memory = pixel_baseline(ImageFolderDataModule(in_memory=True, **kwargs))
+    streamed = pixel_baseline(ImageFolderDataModule(in_memory=False, **kwargs))
+    assert memory.size == streamed.size == 16 and memory.n_test == streamed.n_test
+    assert abs(memory.test_acc - streamed.test_acc) <= 0.1 and streamed.test_acc > 0.8
+
+
+def test_pixel_baseline_on_images_of_several_sizes_uses_the_smallest_side(tmp_path: Path) -> None:
+    data = _write_digit_folder(tmp_path / "images", 30)
+    for i, path in enumerate(sorted(data.rglob("*.png"))):  # a third of the images 12x12, the rest 24x24
+        side = 12 if i % 3 == 0 else 24
+        Image.open(path).resize((side, side), Image.BILINEAR).save(path)
+    result = pixel_baseline(ImageFolderDataModule(root=str(data), image_size=16, channels=1, in_memory=False))
+    assert result.size == 12 and result.test_acc > 0.8
+
+
 def test_below_baseline_message_names_both_figures() -> None:
     baseline = PixelBaseline(test_acc=0.95, val_acc=0.9, C=1.0, size=16, n_train=100, n_test=40, seconds=0.1)
     message = below_baseline_message(0.5, baseline, steps=15)

@@ -65,10 +65,13 @@ def list_images(folder: Path, recursive: bool = False) -> tuple[list[Path], list
     return images, ignored
 
 
-def decode_image(path: str | Path, channels: int) -> np.ndarray:
+def decode_image(path: str | Path, channels: int, draft: int | None = None) -> np.ndarray:
     """Decode one file to a ``uint8`` HWC array with ``channels`` channels (1: luma, 3: RGB).
 
     EXIF orientation is applied; alpha is dropped; palette and 16-bit images are converted by PIL.
+    ``draft``: for a caller that shrinks the image anyway (the pixel baseline), let JPEG decode at
+    1/2, 1/4 or 1/8 scale while both sides stay >= ``draft`` pixels (PIL's ``draft``; other formats
+    ignore it). Training never sets it.
 
     Raises:
         BadImageError: the file is missing, truncated or not an image PIL can read.
@@ -77,6 +80,8 @@ def decode_image(path: str | Path, channels: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if draft:
+                img.draft(None, (draft, draft))
             img.load()
             img = ImageOps.exif_transpose(img)
             arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)

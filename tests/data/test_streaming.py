@@ -232,3 +232,20 @@ def test_sigkill_mid_epoch_then_resume_reads_the_rest_of_that_epoch(tmp_path: Pa
     # the crashed run read steps 0..13; the resumed run reads exactly steps 12..17 of the straight run
     assert [r["ids"] for r in before] == [r["ids"] for r in straight[:14]]
     assert [r["ids"] for r in after] == [r["ids"] for r in straight[12:]]
+
+
+def test_decode_image_draft_shrinks_jpeg_only_and_never_below_the_asked_side(tmp_path) -> None:
+    """The pixel baseline decodes a streaming folder's JPEGs at reduced scale (PIL draft); PNGs stay whole."""
+    from PIL import Image
+
+    from lightkit.data.images import decode_image
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 255, (256, 200, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    full = decode_image(tmp_path / "a.jpg", 3)
+    small = decode_image(tmp_path / "a.jpg", 3, draft=16)
+    assert full.shape == (256, 200, 3) and small.shape == (32, 25, 3)  # 1/8 scale: both sides still >= 16
+    assert decode_image(tmp_path / "a.jpg", 1, draft=60).shape == (128, 100, 1)  # 1/2: 1/4 would give 50 < 60
+    assert decode_image(tmp_path / "a.png", 3, draft=16).shape == (256, 200, 3)
