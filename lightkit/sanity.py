@@ -121,7 +121,15 @@ def _device(model: nn.Module, device: torch.device | str | None) -> torch.device
 
 
 def _copy(model: nn.Module, device: torch.device) -> nn.Module:
-    clone = copy.deepcopy(model).to(device)
+    """A deep copy of the network; its callables (optimizer and scheduler factories) and its trainer are
+    shared, not copied: a LightningCLI factory holds the CLI, its Trainer, data and loggers (copying
+    them made each check cost seconds and started a W&B run)."""
+    shared = {id(v): v for v in vars(model).values()
+              if callable(v) and not isinstance(v, (nn.Module, Tensor))}
+    trainer = getattr(model, "_trainer", None)
+    if trainer is not None:
+        shared[id(trainer)] = trainer
+    clone = copy.deepcopy(model, shared).to(device)
     clone.train()
     return clone
 
