@@ -217,3 +217,63 @@ def test_parses_from_yaml_through_the_cli(name: str, tmp_path: Path) -> None:
     cli = main(["--config", str(path), f"--trainer.default_root_dir={tmp_path}"], run=False)
     cls = getattr(lightkit.callbacks, name)
     assert sum(type(cb) is cls for cb in cli.trainer.callbacks) == 1
+
+
+# -- what a module lightkit did not write needs from particular callbacks (issue 17, item 5) -------
+class ForeignNetOwnKeys(ForeignNet):
+    """ForeignNet logging under its own key names (``val_loss``) and measuring its own accuracy."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        hard = lightkit.callbacks.MixUpCutMix.hard_labels(y)  # (mixed) probabilities -> class indices
+        self.log("train_acc", (logits.argmax(-1) == hard).float().mean())
+        return F.cross_entropy(logits, y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+
+def _foreign_trainer(root: Path, callbacks: list[Callback], **kwargs: Any) -> Trainer:
+    return Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=root, callbacks=callbacks, **kwargs)
+
+
+def test_foreign_prediction_writer_takes_the_modules_probability_tensor(tmp_path: Path) -> None:
+    writer = lightkit.callbacks.PredictionWriter(output=str(tmp_path / "p.csv"), top_k=2)
+    trainer = _foreign_trainer(tmp_path, [writer])
+    trainer.predict(ForeignNet(), _loader(8, 0), return_predictions=False)
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("input,label,probability,top2_label")
+    assert all(0 < float(r.split(",")[2]) <= 1 for r in rows[1:])
+
+
+def test_foreign_loss_curves_names_the_keys_the_module_logs(tmp_path: Path) -> None:
+    curves = lightkit.callbacks.LossCurves(dirpath=str(tmp_path / "curves"))
+    with pytest.warns(UserWarning, match=r"never logged by ForeignNetOwnKeys.*'val_loss'"):
+        _foreign_trainer(tmp_path, [curves], val_check_interval=2, limit_val_batches=1).fit(
+            ForeignNetOwnKeys(), _loader(24, 0), _loader(8, 1))
+
+
+def test_foreign_mixup_keeps_the_modules_own_accuracy_working(tmp_path: Path) -> None:
+    mixer = lightkit.callbacks.MixUpCutMix(num_classes=NUM_CLASSES, mixup_alpha=0.4, cutmix_alpha=0.0, prob=1.0)
+    trainer = _foreign_trainer(tmp_path, [mixer], limit_val_batches=0)
+    trainer.fit(ForeignNetOwnKeys(), _loader(24, 0))
+    assert trainer.global_step == 6 and 0.0 <= float(trainer.callback_metrics["train_acc"]) <= 1.0
+
+
+def test_foreign_diagnose_and_lr_range_test_give_generic_advice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """No ``model.init_args...`` key for a module lightkit did not write: the fix in words."""
+    finder = lightkit.callbacks.LRRangeTest(num_steps=12, end_lr=1.0)
+    _foreign_trainer(tmp_path / "lr", [finder]).fit(ForeignNet(), _loader(24, 0))
+    out = capsys.readouterr().out
+    assert "in your configure_optimizers" in out and "model.init_args" not in out
+
+    class Exploding(ForeignNet):
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=1e6)
+
+    diagnose = lightkit.callbacks.Diagnose(every_n_steps=1, on_divergence="stop")
+    with pytest.warns(UserWarning, match=r"the learning rate \(your configure_optimizers\)") as record:
+        _foreign_trainer(tmp_path / "dg", [diagnose], limit_val_batches=0).fit(Exploding(), _loader(24, 0))
+    assert not any("model.init_args" in str(w.message) for w in record)

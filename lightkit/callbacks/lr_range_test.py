@@ -374,7 +374,12 @@ class LRRangeTest(Callback):
             table.add_row(f"group {name}", f"{value:.3g}")
         console = Console(width=120)
         console.print(table)
-        console.print(f"LRRangeTest: plot -> {path}\nto use the suggestion: {LR_OVERRIDE}={res['lr']:.3g}"
+        module = trainer.lightning_module
+        if type(module).__module__.startswith("lightkit."):
+            how = f"{LR_OVERRIDE}={res['lr']:.3g}"
+        else:  # a LightningModule lightkit did not write has no lightkit config keys
+            how = f"lr={res['lr']:.3g} in your configure_optimizers (or LRRangeTest(apply=True))"
+        console.print(f"LRRangeTest: plot -> {path}\nto use the suggestion: {how}"
                       + (" (applied to this fit)" if self.apply else ""), markup=False, highlight=False)
 
 
