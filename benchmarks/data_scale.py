@@ -223,12 +223,19 @@ def _recipe(folder: Path, args: argparse.Namespace) -> dict:
                "--data.init_args.root", str(folder), "--trainer.max_steps", str(args.fit_steps),
                "--trainer.limit_val_batches", "20", "--trainer.limit_test_batches", "20",
                "--trainer.enable_progress_bar", "false", "--summary_json", str(summary)]
-        env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+        mark = Path(work) / "first_step"
+        if args.first_step:
+            cmd += ["--trainer.callbacks+=first_step_mark.FirstStepMark", f"--trainer.callbacks.path={mark}"]
+        env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])}
+        started = time.time()
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             return {"error": proc.stderr[-800:]}
         out = json.loads(summary.read_text())
+        first = float(mark.read_text()) - started if mark.exists() else None
     return {"total_s": time.perf_counter() - T0, "steps": out["steps"], "fit_s": out["fit_seconds"],
+            "first_optimizer_step_s": first,
             "baseline_s": out.get("baseline/pixel_logreg_seconds"),
             "baseline_test_images": out.get("baseline/pixel_logreg_test_images")}
 
@@ -246,6 +253,8 @@ def main() -> None:
     parser.add_argument("--max_images", type=int, default=2000, help="images timed per throughput run")
     parser.add_argument("--memory_max", type=int, default=5000, help="skip the in-memory arm above this size")
     parser.add_argument("--fit_steps", type=int, default=20)
+    parser.add_argument("--first_step", action="store_true",
+                        help="recipe arm: also time the first optimizer step (a callback added on the command line)")
     parser.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
@@ -266,6 +275,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--one", arm, str(n), "--dir", args.dir, "--image_size",
                        str(args.image_size), "--batch_size", str(args.batch_size), "--workers", str(args.workers),
                        "--max_images", str(args.max_images), "--fit_steps", str(args.fit_steps)]
+                cmd += ["--first_step"] if args.first_step else []
                 load_before = os.getloadavg()[0]
                 root = str(Path(__file__).resolve().parents[1])
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}

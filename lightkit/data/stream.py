@@ -73,19 +73,26 @@ def _header(path: str | Path) -> tuple[int, int, int] | str:
     return height, width, bands
 
 
-def scan_headers(paths: Sequence[str | Path], threads: int = 8) -> tuple[list[tuple[int, int, int]], list[int],
+def scan_headers(paths: Sequence[str | Path], threads: int = 4) -> tuple[list[tuple[int, int, int]], list[int],
                                                                          list[tuple[str, str]]]:
     """Read only the headers: ``(height, width, stored channels)`` per readable file (EXIF rotation
     applied), the indices of those files, and ``(path, reason)`` for the files PIL cannot open.
 
     Catches missing files and files that are not images at a fraction of a decode's cost; a truncated
-    image only fails when a worker decodes it. Opening files is I/O-bound (13 s for 50,000 JPEGs not in
-    the page cache, in one thread), so ``threads`` threads read them.
+    image only fails when a worker decodes it. ``threads`` threads read chunks of 256 files: on 50,000
+    JPEGs of a local disk (2 cores) 1 / 2 / 4 / 8 threads took 16.3 / 13.5 / 10.8 / 15.4 s with the
+    page cache dropped and 4.0 / 6.6 / 7.5 / 9.7 s warm (PIL's header parsing holds the GIL); 4 is
+    the compromise, and a network filesystem gains more from threads.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        headers = list(pool.map(_header, paths, chunksize=256)) if len(paths) > 256 else [_header(p) for p in paths]
+    if len(paths) <= 256:
+        headers = [_header(p) for p in paths]
+    else:  # chunks of 256 files per task: ThreadPoolExecutor.map ignores chunksize, and one future per file
+        # cost more in lock contention than the reads (12.6 of 16.2 s for 50,000 files)
+        chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            headers = [h for chunk in pool.map(lambda c: [_header(p) for p in c], chunks) for h in chunk]
     sizes: list[tuple[int, int, int]] = []
     kept: list[int] = []
     bad: list[tuple[str, str]] = []

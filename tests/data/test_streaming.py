@@ -249,3 +249,22 @@ def test_decode_image_draft_shrinks_jpeg_only_and_never_below_the_asked_side(tmp
     assert full.shape == (256, 200, 3) and small.shape == (32, 25, 3)  # 1/8 scale: both sides still >= 16
     assert decode_image(tmp_path / "a.jpg", 1, draft=60).shape == (128, 100, 1)  # 1/2: 1/4 would give 50 < 60
     assert decode_image(tmp_path / "a.png", 3, draft=16).shape == (256, 200, 3)
+
+
+def test_scan_headers_in_threaded_chunks_keeps_the_order_and_the_bad_files(tmp_path) -> None:
+    """Above 256 files the scan runs in chunks of 256 on threads: the same result, in the files' order."""
+    from PIL import Image
+
+    paths = []
+    for i in range(600):
+        path = tmp_path / f"{i:04d}.png"
+        if i == 300:
+            path.write_bytes(b"not an image")
+        else:
+            Image.new("L" if i % 2 else "RGB", (8 + i % 5, 9)).save(path)
+        paths.append(path)
+    threaded = scan_headers(paths, threads=4)
+    assert threaded == scan_headers(paths, threads=1)
+    sizes, kept, bad = threaded
+    assert len(sizes) == 599 and 300 not in kept and bad[0][0] == str(paths[300])
+    assert sizes[0] == (9, 8, 3) and sizes[1] == (9, 9, 1) and kept[300] == 301
