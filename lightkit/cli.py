@@ -371,7 +371,8 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
             table.add_row(key, f"{100 * value:.2f} %" if "acc" in key or key.endswith("f1") else f"{value:.4f}")
     baseline = extra.get("pixel_baseline")
     if baseline is not None:
-        table.add_row(f"pixel baseline (logistic regression, {baseline.size}x{baseline.size})",
+        subset = f", {baseline.n_test} of {baseline.n_test_total} test images" if baseline.n_test_total else ""
+        table.add_row(f"pixel baseline (logistic regression, {baseline.size}x{baseline.size}{subset})",
                       f"{100 * baseline.test_acc:.2f} %")
         summary["baseline/pixel_logreg_acc"] = baseline.test_acc
         summary["baseline/pixel_logreg_test_images"] = baseline.n_test  # at most max_eval of a large test split

@@ -125,7 +125,8 @@ def _copy(model: nn.Module, device: torch.device) -> nn.Module:
     shared, not copied: a LightningCLI factory holds the CLI, its Trainer, data and loggers (copying
     them made each check cost seconds and started a W&B run)."""
     shared = {id(v): v for v in vars(model).values()
-              if callable(v) and not isinstance(v, (nn.Module, Tensor))}
+              if callable(v) and not isinstance(v, (nn.Module, Tensor))
+              and getattr(v, "__self__", None) is not model}  # a bound method of the model is copied with it
     trainer = getattr(model, "_trainer", None)
     if trainer is not None:
         shared[id(trainer)] = trainer

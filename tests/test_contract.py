@@ -267,7 +267,11 @@ def test_foreign_diagnose_and_lr_range_test_give_generic_advice(tmp_path: Path, 
     finder = lightkit.callbacks.LRRangeTest(num_steps=12, end_lr=1.0)
     _foreign_trainer(tmp_path / "lr", [finder]).fit(ForeignNet(), _loader(24, 0))
     out = capsys.readouterr().out
-    assert "in your configure_optimizers" in out and "model.init_args" not in out
+    assert "in your configure_optimizers (or LRRangeTest(apply=True))" in out and "model.init_args" not in out
+    applied = lightkit.callbacks.LRRangeTest(num_steps=12, end_lr=1.0, apply=True)
+    _foreign_trainer(tmp_path / "lr2", [applied]).fit(ForeignNet(), _loader(24, 0))
+    out = capsys.readouterr().out
+    assert "in your configure_optimizers (applied to this fit)" in out
 
     class Exploding(ForeignNet):
         def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -79,6 +79,30 @@ def test_checks_copy_the_network_not_its_factories_or_trainer(data: tuple[list, 
     assert report.passed and [c.name for c in report.checks] == ["initial_loss", "gradients", "overfit", "lr"]
 
 
+class _ForwardThroughAttribute(ImageClassifier):
+    """A module whose forward calls a bound method stored as an attribute (``self.impl = self._impl``)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.impl = self._impl
+
+    def _impl(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.impl(x)
+
+
+def test_checks_copy_bound_methods_with_the_network(data: tuple[list, list]) -> None:
+    """Shared callables are factories, not the module's own methods: the copy must run its own weights."""
+    sample, train = data
+    model = tiny(cls=_ForwardThroughAttribute)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = run_sanity(model, sample, train, **FAST)
+    assert report["overfit"].passed and report["gradients"].passed, [c.message for c in report.checks]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_huge_head_bias_fails_initial_loss(data: tuple[list, list]) -> None:
     model = tiny()
     with torch.no_grad():

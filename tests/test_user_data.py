@@ -90,6 +90,25 @@ def test_pixel_baseline_on_images_of_several_sizes_uses_the_smallest_side(tmp_pa
     assert result.size == 12 and result.test_acc > 0.8
 
 
+def test_below_baseline_on_a_test_subset_needs_more_than_sampling_noise() -> None:
+    """The baseline scored 2,000 of 10,000 test images: 0.4 points below it is noise (2 SE = 2.2 points)."""
+    subset = PixelBaseline(test_acc=0.409, val_acc=None, C=1.0, size=16, n_train=5000, n_test=2000, seconds=1.0,
+                           n_test_total=10000)
+    assert below_baseline_message(0.405, subset) is None
+    assert below_baseline_message(0.38, subset) is not None
+    whole = PixelBaseline(test_acc=0.409, val_acc=None, C=1.0, size=16, n_train=5000, n_test=2000, seconds=1.0)
+    assert below_baseline_message(0.405, whole) is not None
+
+
+def test_a_tiny_held_out_image_does_not_shrink_the_baseline(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    for split, count in (("train", 20), ("val", 5), ("test", 10)):
+        _write_digit_folder(root / split, count)
+    Image.fromarray(np.zeros((2, 40), dtype=np.uint8), mode="L").save(root / "test" / "0" / "banner.png")
+    result = pixel_baseline(ImageFolderDataModule(root=str(root), image_size=16, channels=1, in_memory=False))
+    assert result.size == 8 and result.n_test == 31 and result.n_test_total is None
+
+
 def test_below_baseline_message_names_both_figures() -> None:
     baseline = PixelBaseline(test_acc=0.95, val_acc=0.9, C=1.0, size=16, n_train=100, n_test=40, seconds=0.1)
     message = below_baseline_message(0.5, baseline, steps=15)

@@ -375,10 +375,11 @@ class LRRangeTest(Callback):
         console = Console(width=120)
         console.print(table)
         module = trainer.lightning_module
-        if type(module).__module__.startswith("lightkit."):
+        if hasattr(module, "optimizer_factory"):  # lightkit's models and subclasses: a config key sets the LR
             how = f"{LR_OVERRIDE}={res['lr']:.3g}"
         else:  # a LightningModule lightkit did not write has no lightkit config keys
-            how = f"lr={res['lr']:.3g} in your configure_optimizers (or LRRangeTest(apply=True))"
+            how = f"lr={res['lr']:.3g} in your configure_optimizers" + ("" if self.apply else
+                                                                        " (or LRRangeTest(apply=True))")
         console.print(f"LRRangeTest: plot -> {path}\nto use the suggestion: {how}"
                       + (" (applied to this fit)" if self.apply else ""), markup=False, highlight=False)
 
