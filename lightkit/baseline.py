@@ -33,8 +33,9 @@ class PixelBaseline:
     n_test_total: int | None = None  # the test split's size when ``n_test`` is a subset of it (``max_eval``)
 
 
-def pixel_features(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
-    """``uint8`` HWC images (one array, a list of sizes, or a lazy sequence) -> ``(N, C*size*size)`` floats in [0, 1].
+def pixel_features(images: np.ndarray | Iterable[np.ndarray | torch.Tensor], size: int) -> np.ndarray:
+    """``uint8`` HWC images (one array, a list of sizes, or any iterable; float CHW tensors pass as they are)
+    -> ``(N, C*size*size)`` floats in [0, 1].
 
     Images are resized with area averaging (antialiased). Each image is reduced as soon as it is read,
     so a lazy sequence (a streaming folder) is never held decoded in memory.
@@ -46,26 +47,19 @@ def pixel_features(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.n
 def _pool(img: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     if not isinstance(img, torch.Tensor):  # uint8 HWC -> float CHW in [0, 1]
         img = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0  # a copy: decoded arrays are read-only
-    t = img
-    return F.adaptive_avg_pool2d(t[None], (size, size))[0]
+    return F.adaptive_avg_pool2d(img[None], (size, size))[0]
 
 
-def _small_features(images: Iterable[np.ndarray], size: int) -> tuple[list[torch.Tensor], int]:
-    """Each image pooled once to ``min(size, its own side)`` (a few hundred floats kept, the decode dropped),
-    and the smallest side seen: the caller pools these to the common side, so no image is upsampled.
-    Files of a streaming folder are decoded at reduced scale where the format allows (JPEG ``draft``)."""
+def _read(images: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]:
+    """The images one at a time; a streaming folder's files decoded at reduced scale where the format allows
+    (JPEG ``draft``: both sides stay >= ``size``)."""
     from lightkit.data.images import decode_image
     from lightkit.data.stream import LazyImages
 
     if isinstance(images, _Lazy) and isinstance(images.images, LazyImages):
         files = images.images
-        images = (decode_image(files.paths[int(i)], files.channels, draft=size) for i in images.idx)  # one at a time
-    small, side = [], size
-    for img in images:
-        own = min(size, *img.shape[:2])
-        side = min(side, own)
-        small.append(_pool(img, own))
-    return small, side
+        return (decode_image(files.paths[int(i)], files.channels, draft=size) for i in images.idx)
+    return images
 
 
 def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed: int = 0,
@@ -115,14 +109,16 @@ def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed:
     (_, y_train), (_, y_val), (_, y_test) = data["train"], data["val"], data["test"]
     if len(y_test) == 0 or len(np.unique(y_train)) < 2:
         raise ValueError("pixel_baseline: needs a test split and at least two classes in train.")
-    if all(isinstance(x, np.ndarray) for x, _ in data.values()):  # one image size: in memory
-        side = min(size, *data["train"][0].shape[1:3])
-        features = {name: pixel_features(x, side) for name, (x, _) in data.items()}
-    else:  # images of several sizes, or decoded one at a time from a streaming folder
-        small = {name: _small_features(x, size) for name, (x, _) in data.items()}
-        side = small["train"][1]  # as in memory: the train images' side (a tiny held-out file shrinks nothing)
-        features = {name: np.stack([_pool(t, side).flatten().numpy() for t in pooled]) if pooled
-                    else np.zeros((0, 0), dtype=np.float32) for name, (pooled, _) in small.items()}
+    # The side comes from the train images (a tiny held-out file shrinks nothing), never above their own.
+    x_train = data["train"][0]
+    if isinstance(x_train, np.ndarray):  # one image size, in memory
+        side = min(size, *x_train.shape[1:3])
+        train = pixel_features(x_train, side)
+    else:  # several sizes, or streamed: each image pooled once to its own side (a few hundred floats kept)
+        small = [_pool(img, min(size, *img.shape[:2])) for img in _read(x_train, size)]
+        side = min(t.shape[-1] for t in small)
+        train = pixel_features(small, side)
+    features = {"train": train, **{name: pixel_features(_read(data[name][0], size), side) for name in ("val", "test")}}
 
     def fit(c: float) -> Any:
         # tol 1e-3: the floor to two decimals in seconds (sklearn's 1e-4 took 12-22 s per C on 5000 images
