@@ -17,7 +17,6 @@ from torch.optim import Optimizer
 
 from lightkit.callbacks._monitor import check_pattern, paused, step_loss
 from lightkit.functional.diagnose import (
-    GENERIC_TERMS,
     LIGHTKIT_TERMS,
     LR_KEY,
     DiagnosisKind,
@@ -29,6 +28,7 @@ from lightkit.functional.diagnose import (
     missing_gradients,
     name_list,
     saturated_layers,
+    terms_for,
 )
 from lightkit.functional.stats import (
     ACTIVATION_STATS,
@@ -78,7 +78,7 @@ class Diagnose(Callback):
     """Watches a run the way CS231n's "babysitting the learning process" does and says what to change.
 
     Each diagnosis is one ``rank_zero_warn`` line naming the YAML key to change (for a LightningModule
-    outside lightkit, the setting in words: :data:`lightkit.functional.diagnose.GENERIC_TERMS`), is appended to
+    lightkit did not write, the setting in words: :func:`lightkit.functional.diagnose.terms_for`), is appended to
     :attr:`findings`, and repeats at most once per ``warn_every_n_steps`` optimizer steps:
 
     - ``nonfinite_loss`` / ``exploding_loss`` / ``nonfinite_val_loss``: the training loss is NaN/Inf,
@@ -227,7 +227,7 @@ class Diagnose(Callback):
             return
         self._reset()  # a new fit starts afresh; load_state_dict (after setup) restores a resumed one
         # lightkit's models are configured by YAML keys; any other module by its own code.
-        self._terms = LIGHTKIT_TERMS if type(pl_module).__module__.startswith("lightkit.") else GENERIC_TERMS
+        self._terms = terms_for(pl_module)
         modules = select_modules(pl_module, self.layers)
         if not modules and self.layers != "activations":
             raise ValueError(

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightkit.callbacks._monitor import PAUSE_MONITOR_FLAG, log_image, new_figure, save_figure, step_loss
 from lightkit.callbacks.mixing import PAUSE_FLAG
+from lightkit.functional.diagnose import LIGHTKIT_TERMS, terms_for
 from lightkit.functional.lr_suggest import (
     SKIP_START,
     SUGGESTIONS,
@@ -374,8 +375,7 @@ class LRRangeTest(Callback):
             table.add_row(f"group {name}", f"{value:.3g}")
         console = Console(width=120)
         console.print(table)
-        module = trainer.lightning_module
-        if hasattr(module, "optimizer_factory"):  # lightkit's models and subclasses: a config key sets the LR
+        if terms_for(trainer.lightning_module) is LIGHTKIT_TERMS:  # a config key sets the LR
             how = f"{LR_OVERRIDE}={res['lr']:.3g}"
         else:  # a LightningModule lightkit did not write has no lightkit config keys
             how = f"lr={res['lr']:.3g} in your configure_optimizers" + ("" if self.apply else

@@ -114,6 +114,7 @@ _EXPORTS: dict[str, str] = {
     "SWAAverager": "averaging",
     "SweepEdgeWarning": "lr_suggest",
     "SweepMode": "lr_suggest",
+    "terms_for": "diagnose",
     "to_host": "stats",
     "TooFewPointsError": "lr_suggest",
     "trainable_groups": "groups",

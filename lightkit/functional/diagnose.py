@@ -26,6 +26,7 @@ __all__ = [
     "missing_gradients",
     "name_list",
     "saturated_layers",
+    "terms_for",
 ]
 
 DiagnosisKind = Literal[
@@ -136,6 +137,12 @@ class TrainingDiverged(RuntimeError):
 def name_list(items: Sequence[str], limit: int = 4) -> str:
     """``a, b, c, d and 3 more``: the first ``limit`` items of a list for a one-line message."""
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def terms_for(module: object) -> dict[str, str]:
+    """How to name a fix for ``module``: lightkit's config keys for its models and their subclasses (they
+    take the optimizer from the config: ``optimizer_factory``), words for any other module."""
+    return LIGHTKIT_TERMS if hasattr(module, "optimizer_factory") else GENERIC_TERMS
 
 
 def message(kind: str, terms: Mapping[str, str] = LIGHTKIT_TERMS, **values: object) -> str:

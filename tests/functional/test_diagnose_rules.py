@@ -18,6 +18,7 @@ from lightkit.functional.diagnose import (
     missing_gradients,
     name_list,
     saturated_layers,
+    terms_for,
 )
 
 
@@ -67,3 +68,15 @@ def test_every_template_fills_from_both_vocabularies() -> None:
 def test_name_list() -> None:
     assert name_list(["a", "b"]) == "a, b"
     assert name_list([str(i) for i in range(7)]) == "0, 1, 2, 3 and 3 more"
+
+
+def test_terms_follow_the_config_not_the_package() -> None:
+    """A subclass of a lightkit model in the user's own package still takes its LR from the config keys."""
+
+    class MyNet:  # stands for `class MyNet(ImageClassifier)` in mypkg: it has the config's optimizer factory
+        optimizer_factory = staticmethod(lambda groups: None)
+
+    class Plain:  # a LightningModule lightkit did not write: its own configure_optimizers
+        pass
+
+    assert terms_for(MyNet()) is LIGHTKIT_TERMS and terms_for(Plain()) is GENERIC_TERMS
