@@ -69,6 +69,12 @@ class LightkitCLI(LightningCLI):
                  "print its test accuracy next to the model's (a floor the network must beat).",
         )
         parser.add_argument(
+            "--sanity_first", type=bool, default=False,
+            help="fit: run the `sanity` checks (the config's sanity: section) in this process before training; "
+                 "a failed check stops the command (exit 1) before the first step. Costs the checks only, not a "
+                 "second start-up; the training that follows is the same as without it.",
+        )
+        parser.add_argument(
             "--summary_json", type=str | None, default=None,
             help="After fit, also write the summary table (test metrics, steps, baseline, verdicts) to this JSON file.",
         )
@@ -104,7 +110,32 @@ class LightkitCLI(LightningCLI):
             self.trainer.callbacks.append(RegularizationSummary())  # one log line: which regularizers are on
         if not any(isinstance(cb, TrainingBudget) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(TrainingBudget())  # counts the steps; warns when far too few
+        self._preflight_baseline: Any = None
+        if self.config[self.subcommand].get("sanity_first"):
+            self._sanity_first()
         self._track_config()
+
+    def _sanity_first(self) -> None:
+        """``--sanity_first``: the ``sanity`` command's checks before the first step, in this process.
+        Every rank runs them (same seed, same verdict, no collective call); rank zero writes the report."""
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        from lightkit.commands import sanity
+
+        cfg = self.config[self.subcommand]
+        opts = cfg.sanity
+        folder = Path(self.run_dir or self.trainer.default_root_dir)
+        out = Path(opts.output) if opts.output else folder / "sanity.json"
+        report, self._preflight_baseline = sanity.check(opts, self.model, self.datamodule,
+                                                        self.trainer.strategy.root_device, out,
+                                                        write=rank_zero_only.rank == 0)
+        if not report.passed:
+            failed = report.failed()
+            first = failed[0]
+            raise RunFailed(f"sanity_first: {len(failed)} check(s) failed before training ("
+                            f"{', '.join(c.name for c in failed)}; report {out}): {first.name}: {first.message}; "
+                            f"{first.hint or 'see the report'}. Nothing was trained; fix it, or fit without "
+                            f"--sanity_first.")
 
     def _track_config(self) -> None:
         """The whole resolved config, flat (``optimizer.lr``, ``trainer.max_epochs`` ...), into each W&B
@@ -161,7 +192,8 @@ class LightkitCLI(LightningCLI):
         log_dir = trainer.log_dir  # a broadcast from rank zero under DDP: every rank must call it
         counts = self.model.prediction_counts("test") if results and hasattr(self.model, "prediction_counts") else None
         if trainer.is_global_zero:
-            extra = _after_fit_checks(trainer, self.datamodule, results, counts, bool(cfg.get("pixel_baseline")))
+            extra = _after_fit_checks(trainer, self.datamodule, results, counts, bool(cfg.get("pixel_baseline")),
+                                      getattr(self, "_preflight_baseline", None))
             if diverged is not None:
                 extra["verdicts"].insert(0, self._diverged_note)
             total = time.perf_counter() - self._t0
@@ -334,8 +366,9 @@ def _resolve_pretrained_path(cfg: Any) -> None:
 
 
 def _after_fit_checks(trainer: Trainer, datamodule: Any, results: dict[str, float], test_counts: list[int] | None,
-                      baseline: bool) -> dict[str, Any]:
-    """Verdicts (train longer, one class) and the pixel baseline, each printed as one line."""
+                      baseline: bool, measured: Any = None) -> dict[str, Any]:
+    """Verdicts (train longer, one class) and the pixel baseline (``measured``: already fitted by
+    ``--sanity_first`` on the same split), each printed as one line."""
     from lightning.pytorch.utilities import rank_zero_warn
 
     extra: dict[str, Any] = {"verdicts": []}
@@ -346,7 +379,7 @@ def _after_fit_checks(trainer: Trainer, datamodule: Any, results: dict[str, floa
         from lightkit.baseline import below_baseline_message, pixel_baseline
 
         try:
-            result = pixel_baseline(datamodule)
+            result = measured if measured is not None else pixel_baseline(datamodule)
         except ValueError as err:
             rank_zero_warn(f"lightkit: no pixel baseline: {err}")
         else:

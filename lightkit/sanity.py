@@ -82,6 +82,7 @@ class SanityReport:
 
     checks: list[CheckResult]
     seed: int = 0
+    seconds: float = 0.0  # the whole report: data set-up, sampling and every check (set by its caller)
 
     @property
     def passed(self) -> bool:
@@ -99,8 +100,9 @@ class SanityReport:
         raise KeyError(f"SanityReport: no check {name!r}; it has {[c.name for c in self.checks]}.")
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"passed": bool, "seed": int, "checks": [...]}`` for ``sanity.json``."""
-        return {"passed": self.passed, "seed": self.seed, "checks": [asdict(c) for c in self.checks]}
+        """``{"passed": bool, "seed": int, "seconds": float, "checks": [...]}`` for ``sanity.json``."""
+        return {"passed": self.passed, "seed": self.seed, "seconds": self.seconds,
+                "checks": [asdict(c) for c in self.checks]}
 
 
 # -- helpers -------------------------------------------------------------------------------------

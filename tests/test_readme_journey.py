@@ -86,8 +86,8 @@ def test_readme_tour_runs_twice_in_one_folder(tmp_path: Path) -> None:
             if "--ensemble_ckpts" in args:  # the README's three seeds: copies of the tour's best checkpoint
                 for i in range(3):
                     shutil.copy(runs / "quickstart/version_0/checkpoints/best.ckpt", clone / f"seed{i}.ckpt")
-            extra = ([*SMALL, *PER_COMMAND.get(command, [])] if "--config" in args and "--print_config" not in args
-                     else [])
+            extra = ([*SMALL, *PER_COMMAND.get("sanity" if "--sanity_first" in args else command, [])]
+                     if "--config" in args and "--print_config" not in args else [])
             before = {p for p in runs.rglob("version_*")} if runs.exists() else set()
             proc = subprocess.run([sys.executable, "cli.py", *args, *extra], cwd=clone, env=ENV, capture_output=True,
                                   text=True, timeout=900)
@@ -100,6 +100,7 @@ def test_readme_tour_runs_twice_in_one_folder(tmp_path: Path) -> None:
                 assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
                 assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
                 assert "run folder" in proc.stdout and str(run.relative_to(clone)) in proc.stdout
+                assert (run / "sanity.json").is_file() == ("--sanity_first" in args)
             elif "--print_config" in args:
                 assert not new and "model:" in proc.stdout
             elif command == "predict":

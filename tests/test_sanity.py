@@ -203,6 +203,7 @@ def test_command_passes_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFi
     assert baseline["name"] == "pixel_baseline" and 0.9 < baseline["measured"]["test_acc"] <= 1.0  # digits: ~0.96
     assert "logistic regression on 8x8 pixels" in baseline["message"]
     assert all(c["measured"]["seconds"] > 0 for c in report["checks"])
+    assert report["seconds"] >= sum(c["measured"]["seconds"] for c in report["checks"])  # set-up and sampling too
     assert "lightkit sanity" in capsys.readouterr().out
 
 
@@ -294,3 +295,73 @@ def test_quickstart_config_passes(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["passed"], report
     assert [c["name"] for c in report["checks"]] == ["initial_loss", "gradients", "overfit", "lr", "pixel_baseline"]
+
+
+# -- fit --sanity_first --------------------------------------------------------------------------------
+def _fit(tmp_path: Path, name: str, *extra: str) -> object:
+    run = tmp_path / name
+    return main(["fit", "--config", _config(tmp_path), "--trainer.max_steps=6", "--trainer.limit_val_batches=2",
+                 "--trainer.limit_test_batches=2", f"--run_dir={run}", "--pixel_baseline=true", *extra])
+
+
+def test_sanity_first_checks_then_trains_the_same_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``fit --sanity_first``: the report lands in the run folder, and the training that follows is
+    bit-identical to a fit without it (augmentation back on, RNG untouched, the checks' copies only)."""
+    plain = _fit(tmp_path, "plain")
+    checked = _fit(tmp_path, "checked", "--sanity_first=true")
+    report = json.loads((tmp_path / "checked" / "sanity.json").read_text())
+    assert report["passed"] and [c["name"] for c in report["checks"]][-1] == "pixel_baseline"
+    assert not (tmp_path / "plain" / "sanity.json").exists()
+    assert checked.datamodule.augmentations == "light"
+    assert checked.trainer.global_step == plain.trainer.global_step == 6
+    a, b = plain.model.state_dict(), checked.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The baseline fitted before training is the one the summary reports (not fitted twice).
+    assert checked._preflight_baseline is not None
+    assert checked._preflight_baseline.test_acc == pytest.approx(report["checks"][-1]["measured"]["test_acc"])
+    assert "lightkit sanity" in capsys.readouterr().out
+
+
+def test_sanity_first_failure_stops_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A failed check ends the command with one line and exit 1; no step is taken, no checkpoint written."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", _config(tmp_path), "--sanity_first=true", "--model.init_args.optimizer.init_args.lr=0",
+              "--sanity.checks=[overfit]", "--sanity.overfit_steps=3", f"--run_dir={tmp_path / 'bad'}"], edge=True)
+    assert exit_info.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "sanity_first: 1 check(s) failed before training (overfit" in err[0]
+    assert "Nothing was trained" in err[0] and LR_KEY in err[0]
+    assert not json.loads((tmp_path / "bad" / "sanity.json").read_text())["passed"]
+    assert not list((tmp_path / "bad").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_sanity_first_under_ddp(tmp_path: Path) -> None:
+    """2-process CPU DDP: each rank checks (same seed, same verdict), rank zero writes one report and
+    the fit runs; a failing check stops rank zero before any other process is launched (no hang)."""
+    from tests.helpers.ddp import run_ddp_script
+
+    config = _config(tmp_path)
+    body = f'''
+    from lightkit.cli import main
+    common = ["fit", "--config", {config!r}, "--trainer.devices=2", "--trainer.strategy=ddp",
+              "--trainer.max_steps=4", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+              "--sanity_first=true", "--sanity.checks=[initial_loss,gradients,overfit]"]
+    cli = main([*common, "--run_dir", OUT + "/good"], edge=False)
+    save_rank({{"step": cli.trainer.global_step, "world": cli.trainer.world_size}}, "good")
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        try:
+            main([*common, "--model.init_args.optimizer.init_args.lr=0", "--sanity.overfit_steps=3",
+                  "--run_dir", OUT + "/bad"], edge=True)
+        except SystemExit as err:
+            open(os.path.join(OUT, "bad_exit.txt"), "w").write(str(err.code))
+    '''
+    run_ddp_script(tmp_path, body, timeout=600)
+    from tests.helpers.ddp import load_ranks
+
+    assert load_ranks(tmp_path, "good") == [{"step": 4, "world": 2}] * 2
+    report = json.loads((tmp_path / "good" / "sanity.json").read_text())
+    assert report["passed"] and [c["name"] for c in report["checks"]][:3] == ["initial_loss", "gradients", "overfit"]
+    assert (tmp_path / "bad_exit.txt").read_text() == "1"
+    assert not json.loads((tmp_path / "bad" / "sanity.json").read_text())["passed"]
+    assert not list((tmp_path / "bad").rglob("*.ckpt"))

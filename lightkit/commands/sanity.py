@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "check", "run"]
 
 
 def add_arguments(parser: LightningArgumentParser) -> None:
@@ -56,8 +59,12 @@ def _validate(opts: Any) -> None:
         raise ValueError(f"sanity: batch_size={opts.batch_size} must be >= 1, or null for the data module's.")
 
 
-def _train_batches(model: LightningModule, datamodule: LightningDataModule) -> Any:
-    """The train loader of ``datamodule`` with augmentation off and the model's preprocessing."""
+@contextmanager
+def _train_batches(model: LightningModule, datamodule: LightningDataModule) -> Iterator[Any]:
+    """The train loader of ``datamodule`` with augmentation off and the model's preprocessing; on exit
+    the data module's augmentation is back and its unaugmented train split dropped (a ``fit`` that
+    follows in the same process rebuilds it augmented)."""
+    augmentations = getattr(datamodule, "augmentations", None)
     if hasattr(datamodule, "augmentations"):
         # The checks measure the model and the optimiser, not the augmentation (Karpathy: "turn off
         # regularisation"); the data module builds its train split from this attribute in setup.
@@ -67,9 +74,14 @@ def _train_batches(model: LightningModule, datamodule: LightningDataModule) -> A
     datamodule.trainer = SimpleNamespace(lightning_module=model)  # type: ignore[assignment]
     try:
         datamodule.setup("fit")
-        return datamodule.train_dataloader()
+        yield datamodule.train_dataloader()
     finally:
         datamodule.trainer = None
+        if hasattr(datamodule, "augmentations"):
+            datamodule.augmentations = augmentations
+            built = getattr(datamodule, "_datasets", None)
+            if augmentations is not None and isinstance(built, dict):
+                built.pop("train", None)
 
 
 def _table(report: Any) -> Any:
@@ -83,49 +95,67 @@ def _table(report: Any) -> Any:
     return table
 
 
-def _baseline_check(datamodule: Any) -> Any:
-    """The pixel baseline as an informational row: it never fails the report."""
+def _baseline_check(datamodule: Any) -> tuple[Any, Any]:
+    """The pixel baseline as an informational row (it never fails the report), and its result (None
+    when it could not be measured)."""
     from lightkit.baseline import pixel_baseline
     from lightkit.sanity import CheckResult
 
     try:
         result = pixel_baseline(datamodule)
     except ValueError as err:
-        return CheckResult("pixel_baseline", True, f"not measured: {err}")
-    return CheckResult(
+        return CheckResult("pixel_baseline", True, f"not measured: {err}"), None
+    row = CheckResult(
         "pixel_baseline", True,
         f"logistic regression on {result.size}x{result.size} pixels: {100 * result.test_acc:.2f} % test accuracy "
         f"({result.n_train} train images, {result.seconds:.1f} s): the floor the trained network must beat",
         measured={"test_acc": result.test_acc, "size": result.size, "n_train": result.n_train,
                   "seconds": result.seconds},
     )
+    return row, result
+
+
+def check(opts: Any, model: LightningModule, datamodule: LightningDataModule, device: Any, out: Path,
+          write: bool = True) -> tuple[Any, Any]:
+    """Run the configured checks (``opts``: the config's ``sanity:`` section) on ``model`` and
+    ``datamodule``, print the table and write ``out`` (when ``write``: rank zero). Returns the
+    report and the pixel baseline's result (None when not measured). ``model`` and the data module's
+    augmentation are left as they were."""
+    from rich.console import Console
+
+    from lightkit.sanity import run_sanity, sample_batches
+
+    _validate(opts)
+    start = time.perf_counter()
+    with _train_batches(model, datamodule) as loader:
+        sample = sample_batches(loader, opts.overfit_batches, opts.batch_size)
+        report = run_sanity(
+            model, sample, loader, checks=list(opts.checks), lr=opts.lr, loss_tolerance=opts.loss_tolerance,
+            overfit_steps=opts.overfit_steps, overfit_accuracy=opts.overfit_accuracy,
+            lr_factors=list(opts.lr_factors), lr_steps=opts.lr_steps, min_decrease=opts.min_decrease,
+            seed=opts.seed, device=device,
+        )
+    baseline = None
+    if opts.pixel_baseline and hasattr(datamodule, "_get_splits"):
+        row, baseline = _baseline_check(datamodule)
+        report.checks.append(row)
+    report.seconds = time.perf_counter() - start
+    if write:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report.to_dict(), indent=2, default=float))
+        Console(width=140).print(_table(report))
+    return report, baseline
 
 
 def run(argv: list[str]) -> int:
-    from rich.console import Console
-
     from lightkit.cli import LightkitCLI
-    from lightkit.sanity import run_sanity, sample_batches
 
     cli = LightkitCLI(args=argv, run=False)
-    opts = cli.config.sanity
-    _validate(opts)
-    model, trainer = cli.model, cli.trainer
-    loader = _train_batches(model, cli.datamodule)
-    sample = sample_batches(loader, opts.overfit_batches, opts.batch_size)
-    report = run_sanity(
-        model, sample, loader, checks=list(opts.checks), lr=opts.lr, loss_tolerance=opts.loss_tolerance,
-        overfit_steps=opts.overfit_steps, overfit_accuracy=opts.overfit_accuracy, lr_factors=list(opts.lr_factors),
-        lr_steps=opts.lr_steps, min_decrease=opts.min_decrease, seed=opts.seed, device=trainer.strategy.root_device,
-    )
-    if opts.pixel_baseline and hasattr(cli.datamodule, "_get_splits"):
-        report.checks.append(_baseline_check(cli.datamodule))
+    opts, trainer = cli.config.sanity, cli.trainer
     # The run folder, not trainer.log_dir: asking a WandbLogger for its folder starts a W&B run (1.7 s of a
     # 16 s command) that would hold nothing; the report goes to sanity.json and the terminal.
     out = Path(opts.output) if opts.output else Path(cli.run_dir or trainer.default_root_dir) / "sanity.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report.to_dict(), indent=2, default=float))
-    Console(width=140).print(_table(report))
+    report, _ = check(opts, cli.model, cli.datamodule, trainer.strategy.root_device, out)
     verdict = "all checks passed" if report.passed else f"{len(report.failed())} check(s) failed"
     print(f"lightkit sanity: {verdict} -> {out}", file=sys.stdout if report.passed else sys.stderr)
     return 0 if report.passed else 1
