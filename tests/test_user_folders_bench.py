@@ -104,7 +104,7 @@ def test_table_and_merge(bench, tmp_path) -> None:
     json.dumps(results)
 
 
-@pytest.mark.parametrize("variant", ["ema", "last"])
+@pytest.mark.parametrize("variant", ["ema", "last", "long"])
 def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, tmp_path, capsys) -> None:
     """benchmarks/recipe_variants/*.yaml are configs/folder.yaml plus one change (RESULTS: recipe tuning)."""
     import yaml
@@ -125,6 +125,11 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
                 if "ModelCheckpoint" in c["class_path"]]
     if variant == "ema":
         assert "EMA" in names and len(names) == len(recipe["trainer"]["callbacks"]) + 1
+    elif variant == "long":
+        budget = [c["init_args"]["min_steps"] for c in other["trainer"]["callbacks"]
+                  if "TrainingBudget" in c["class_path"]]
+        assert budget == [800] and other["trainer"]["max_epochs"] == 2 * recipe["trainer"]["max_epochs"]
+        assert other["trainer"]["callbacks"][1:] == recipe["trainer"]["callbacks"][1:]
     else:
         assert "EMA" not in names and monitors == [None, None]
     assert other["model"] == recipe["model"] and other["data"]["init_args"] == recipe["data"]["init_args"]
