@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,9 @@ from lightkit.functional.diagnose import TrainingDiverged  # noqa: E402
 from lightkit.runs import place_run, resolve_checkpoint_keyword  # noqa: E402
 
 __all__ = ["LightkitCLI", "main"]
+
+# torch's OneCycleLR past its end, as it happens when a fit resumes with a longer budget.
+_SCHEDULE_END = re.compile(r"Tried to step (\d+) times\. The specified number of total steps is (\d+)")
 
 
 class LightkitCLI(LightningCLI):
@@ -169,6 +173,17 @@ class LightkitCLI(LightningCLI):
             self.trainer.fit(model, datamodule=datamodule, **kwargs)
         except TrainingDiverged as err:
             self._diverged = err
+        except ValueError as err:
+            found = _SCHEDULE_END.search(str(err))
+            ckpt = kwargs.get("ckpt_path")
+            if not (found and ckpt):
+                raise
+            raise UsageError(
+                f"ckpt_path={ckpt}: its LR schedule was built for {found[2]} optimizer steps and this fit asks for "
+                f"step {found[1]}: a resumed fit keeps the interrupted run's length. Resume with its "
+                f"trainer.max_epochs / max_steps, or train longer as a new fit that starts from its weights: "
+                f"--model.init_args.pretrained {ckpt} (the encoder's; the head starts fresh)."
+            ) from None
 
     def after_fit(self) -> None:
         fit_seconds = time.perf_counter() - self._t0

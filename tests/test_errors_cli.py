@@ -168,3 +168,20 @@ def test_model_option_that_the_checkpoint_replaces_is_refused(tmp_path: Path, mo
     assert exit_info.value.code == 2 and len(errors) == 1
     assert "model.init_args.encoder='resnet18' on the command line, but" in errors[0]
     assert "was trained with encoder='test_resnet'" in errors[0] and "best.ckpt" in errors[0]
+
+
+def test_resume_with_a_longer_budget_is_refused_with_the_way_to_train_longer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """OneCycleLR cannot run past the length it was built for: resuming a finished 1-epoch run with
+    max_epochs 2 is one line naming the checkpoint, both lengths and the two ways on, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    base = ["--config", Q, *TINY, "--trainer.max_steps=-1", "--trainer.limit_train_batches=6",
+            "--trainer.limit_val_batches=1", "--test_after_fit=false", f"--trainer.default_root_dir={tmp_path / 'r'}"]
+    main(["fit", *base, "--trainer.max_epochs=1"], edge=True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *base, "--trainer.max_epochs=2", "--ckpt_path=last"], edge=True)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert exit_info.value.code == 2 and len(errors) == 1, errors
+    assert "last.ckpt: its LR schedule was built for 6 optimizer steps and this fit asks for step 7" in errors[0]
+    assert "--model.init_args.pretrained " in errors[0] and "max_epochs / max_steps" in errors[0]
