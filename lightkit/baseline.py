@@ -8,7 +8,7 @@ pixels), scores it on the same test images as the network, and the CLI prints bo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ class PixelBaseline:
     n_test: int
     seconds: float
     n_test_total: int | None = None  # the test split's size when ``n_test`` is a subset of it (``max_eval``)
+    skipped: int = 0  # streamed files that could not be decoded, left out as training leaves them out
 
 
 def pixel_features(images: np.ndarray | Iterable[np.ndarray | torch.Tensor], size: int) -> np.ndarray:
@@ -50,16 +51,28 @@ def _pool(img: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(img[None], (size, size))[0]
 
 
-def _read(images: Iterable[np.ndarray], size: int) -> Iterable[np.ndarray]:
+def _read(images: Iterable[np.ndarray], size: int, skipped: list[int] | None = None) -> Iterable[np.ndarray]:
     """The images one at a time; a streaming folder's files decoded at reduced scale where the format allows
-    (JPEG ``draft``: both sides stay >= ``size``)."""
+    (JPEG ``draft``: both sides stay >= ``size``). A streamed file that cannot be decoded (a truncated JPEG
+    passes the header scan) is left out and its position appended to ``skipped``, as training skips it."""
+    from lightkit.data.errors import BadImageError
     from lightkit.data.images import decode_image
     from lightkit.data.stream import LazyImages
 
-    if isinstance(images, _Lazy) and isinstance(images.images, LazyImages):
-        files = images.images
-        return (decode_image(files.paths[int(i)], files.channels, draft=size) for i in images.idx)
-    return images
+    if not (isinstance(images, _Lazy) and isinstance(images.images, LazyImages)):
+        return images
+    files = images.images
+
+    def decoded() -> Iterator[np.ndarray]:
+        for position, i in enumerate(images.idx):
+            try:
+                yield decode_image(files.paths[int(i)], files.channels, draft=size)
+            except BadImageError:
+                if skipped is None:
+                    raise
+                skipped.append(position)
+
+    return decoded()
 
 
 def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed: int = 0,
@@ -111,14 +124,23 @@ def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed:
         raise ValueError("pixel_baseline: needs a test split and at least two classes in train.")
     # The side comes from the train images (a tiny held-out file shrinks nothing), never above their own.
     x_train = data["train"][0]
+    skipped: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    # Unreadable streamed files: left out where the data module leaves them out (on_bad_image: skip).
+    skip = getattr(datamodule, "on_bad_image", "error") == "skip"
     if isinstance(x_train, np.ndarray):  # one image size, in memory
         side = min(size, *x_train.shape[1:3])
         train = pixel_features(x_train, side)
     else:  # several sizes, or streamed: each image pooled once to its own side (a few hundred floats kept)
-        small = [_pool(img, min(size, *img.shape[:2])) for img in _read(x_train, size)]
+        read = _read(x_train, size, skipped["train"] if skip else None)
+        small = [_pool(img, min(size, *img.shape[:2])) for img in read]
         side = min(t.shape[-1] for t in small)
         train = pixel_features(small, side)
-    features = {"train": train, **{name: pixel_features(_read(data[name][0], size), side) for name in ("val", "test")}}
+    features = {"train": train, **{name: pixel_features(_read(data[name][0], size, skipped[name] if skip else None),
+                                                        side) for name in ("val", "test")}}
+    y_train, y_val, y_test = (np.delete(y, skipped[name]) for name, y in
+                              (("train", y_train), ("val", y_val), ("test", y_test)))
+    if len(y_test) == 0 or len(np.unique(y_train)) < 2:
+        raise ValueError("pixel_baseline: too few readable images: needs a test image and two classes in train.")
 
     def fit(c: float) -> Any:
         # tol 1e-3: the floor to two decimals in seconds (sklearn's 1e-4 took 12-22 s per C on 5000 images
@@ -133,7 +155,8 @@ def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed:
     model = fit(best_c)
     return PixelBaseline(test_acc=float(model.score(features["test"], y_test)), val_acc=val_acc, C=best_c,
                          size=side, n_train=len(y_train), n_test=len(y_test), seconds=time.perf_counter() - t0,
-                         n_test_total=test_total if test_total > len(y_test) else None)
+                         n_test_total=test_total if test_total > len(y_test) else None,
+                         skipped=sum(map(len, skipped.values())))
 
 
 class _Lazy(Sequence):

@@ -420,6 +420,7 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
     baseline = extra.get("pixel_baseline")
     if baseline is not None:
         subset = f", {baseline.n_test} of {baseline.n_test_total} test images" if baseline.n_test_total else ""
+        subset += f", {baseline.skipped} unreadable files left out" if baseline.skipped else ""
         table.add_row(f"pixel baseline (logistic regression, {baseline.size}x{baseline.size}{subset})",
                       f"{100 * baseline.test_acc:.2f} %")
         summary["baseline/pixel_logreg_acc"] = baseline.test_acc

@@ -81,6 +81,26 @@ def test_pixel_baseline_on_a_streaming_jpeg_folder_decodes_at_reduced_scale(tmp_
     assert abs(memory.test_acc - streamed.test_acc) <= 0.1 and streamed.test_acc > 0.8
 
 
+def test_pixel_baseline_leaves_out_truncated_jpegs_as_training_does(tmp_path: Path) -> None:
+    """A truncated JPEG passes the header scan and fails only when decoded: with ``on_bad_image: skip`` the
+    floor leaves it out (as training does) and counts it; with ``error`` it stops, naming the file."""
+    from lightkit.data.errors import BadImageError
+
+    data = _write_digit_folder(tmp_path / "images", 30)
+    for path in sorted(data.rglob("*.png")):
+        Image.open(path).resize((64, 64), Image.BILINEAR).save(path.with_suffix(".jpg"), quality=95)
+        path.unlink()
+    bad = sorted(data.rglob("*.jpg"))[::40]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:400])
+    kwargs = dict(root=str(data), image_size=16, channels=1, in_memory=False)
+    result = pixel_baseline(ImageFolderDataModule(on_bad_image="skip", **kwargs))
+    assert result.skipped == len(bad) == 3 and result.test_acc > 0.8
+    assert result.n_train + result.n_test + len(bad) <= 90
+    with pytest.raises(BadImageError, match=r"unreadable image .*\.jpg"):
+        pixel_baseline(ImageFolderDataModule(on_bad_image="error", **kwargs))
+
+
 def test_pixel_baseline_on_images_of_several_sizes_uses_the_smallest_side(tmp_path: Path) -> None:
     data = _write_digit_folder(tmp_path / "images", 30)
     for i, path in enumerate(sorted(data.rglob("*.png"))):  # a third of the images 12x12, the rest 24x24
