@@ -16,10 +16,8 @@ Each variant is a full config file (``--variants name=path.yaml ...``); every ru
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,20 +30,14 @@ uf.DATASETS["tune_rgb"] = lambda root, seed: uf.build_patches(
     root, seed, {n: uf._skimage(n) for n in ("hubble_deep_field", "immunohistochemistry", "retina")})
 
 
-def run(config: str, root: Path, seed: int, out: Path, threads: int | None) -> dict:
-    summary, log = out.with_suffix(".json"), out.with_suffix(".log")
-    if summary.exists():
-        return json.loads(summary.read_text())
-    env = {**os.environ, **uf.OFFLINE_ENV}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "cli.py", "fit", "--config", config, "--data.init_args.root", str(root),
-           "--seed_everything", str(seed), "--summary_json", str(summary)]
-    with open(log, "w") as sink:
-        code = subprocess.run(cmd, cwd=uf.REPO, env=env, stdout=sink, stderr=subprocess.STDOUT).returncode
-    if code != 0 or not summary.exists():
-        raise SystemExit(f"run failed (exit {code}): see {log}")
-    return json.loads(summary.read_text())
+def run(config: str, root: Path, seed: int, out_dir: Path, name: str) -> dict:
+    """The variant's fit through the user-folder benchmark's runner; a finished run (its JSON) is reused."""
+    if (out_dir / f"{name}.json").exists():
+        return uf.read_cli_result(root, seed, name, out_dir, 0, config)
+    result = uf.run_cli(root, seed, name, out_dir, None, config)
+    if "error" in result:
+        raise SystemExit(f"run failed ({result['error']}): see {out_dir / (name + '.log')}")
+    return result
 
 
 def main() -> None:
@@ -56,6 +48,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lightkit_recipe_tuning"))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the runs inherit it
     print(f"load average at start: {os.getloadavg()}", flush=True)
     table: dict[tuple[str, str], list[float]] = {}
     for dataset in args.datasets:
@@ -63,10 +57,10 @@ def main() -> None:
             root = uf.dataset_dir(args.work, dataset, seed)
             for variant in args.variants:
                 name, config = variant.split("=", 1)
-                out = args.work / "runs" / f"{dataset}_s{seed}_{name}"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                result = run(str(Path(config).resolve()), root, seed, out, args.threads)
-                acc = 100 * float(result["test/acc"])
+                out_dir = args.work / "runs" / f"{dataset}_s{seed}"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                result = run(str(Path(config).resolve()), root, seed, out_dir, name)
+                acc = 100 * float(result["test_acc"])
                 table.setdefault((dataset, name), []).append(acc)
                 print(f"{dataset} seed {seed} {name}: test acc {acc:.1f} %", flush=True)
     for (dataset, name), accs in table.items():

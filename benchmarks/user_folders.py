@@ -230,8 +230,11 @@ def run_pixels(root: Path, seed: int, kind: str, size: int = 16) -> dict:
             "pixels": int(x["train"].shape[1])}
 
 
-def cli_command(root: Path, seed: int, arm: str, summary: Path) -> list[str]:
-    if arm == "recipe":
+def cli_command(root: Path, seed: int, arm: str, summary: Path, config: str | None = None) -> list[str]:
+    """The user's command for ``arm``; ``config``: a recipe variant's file instead (``recipe_tuning.py``)."""
+    if config is not None:
+        args = ["--config", config]
+    elif arm == "recipe":
         args = ["--config", "configs/folder.yaml"]
     else:
         args = ["--config", "configs/quickstart.yaml", "--data", "lightkit.data.ImageFolderDataModule"]
@@ -239,13 +242,15 @@ def cli_command(root: Path, seed: int, arm: str, summary: Path) -> list[str]:
             "--seed_everything", str(seed), "--summary_json", str(summary)]
 
 
-def run_cli(root: Path, seed: int, arm: str, out_dir: Path, timeout: float) -> dict:
-    """``recipe`` / ``quickstart`` as a user runs them: ``cli.py fit`` in a subprocess from the repo root."""
+def run_cli(root: Path, seed: int, arm: str, out_dir: Path, timeout: float | None,
+            config: str | None = None) -> dict:
+    """``recipe`` / ``quickstart`` as a user runs them: ``cli.py fit`` in a subprocess from the repo root
+    (``config``: a variant's file, named ``arm``); writes ``out_dir/<arm>.json`` and ``.log``."""
     if arm == "recipe" and not (REPO / "configs/folder.yaml").exists():
         return {"skipped": "configs/folder.yaml does not exist yet"}
     summary = out_dir / f"{arm}.json"
     summary.unlink(missing_ok=True)
-    cmd = cli_command(root, seed, arm, summary)
+    cmd = cli_command(root, seed, arm, summary, config)
     env = {**os.environ, **OFFLINE_ENV}
     with open(out_dir / f"{arm}.log", "w") as sink:  # a file, not a pipe: the log survives a timeout
         try:
@@ -253,14 +258,15 @@ def run_cli(root: Path, seed: int, arm: str, out_dir: Path, timeout: float) -> d
                                   timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
-    return read_cli_result(root, seed, arm, out_dir, code)
+    return read_cli_result(root, seed, arm, out_dir, code, config)
 
 
-def read_cli_result(root: Path, seed: int, arm: str, out_dir: Path, code: int | str = 0) -> dict:
+def read_cli_result(root: Path, seed: int, arm: str, out_dir: Path, code: int | str = 0,
+                    config: str | None = None) -> dict:
     """The result of a finished CLI run from its ``--summary_json`` (else its log's summary table)."""
     summary, log = out_dir / f"{arm}.json", out_dir / f"{arm}.log"
     text = log.read_text(errors="replace") if log.exists() else ""
-    result: dict = {"command": " ".join(cli_command(root, seed, arm, summary)[1:])}
+    result: dict = {"command": " ".join(cli_command(root, seed, arm, summary, config)[1:])}
     if summary.exists():
         info = json.loads(summary.read_text())
         result.update(test_acc=info.get("test/acc"), steps=info.get("steps"), epochs=info.get("epochs"),

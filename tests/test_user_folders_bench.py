@@ -133,3 +133,21 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
     else:
         assert "EMA" not in names and monitors == [None, None]
     assert other["model"] == recipe["model"] and other["data"]["init_args"] == recipe["data"]["init_args"]
+
+
+def test_recipe_tuning_runs_variants_through_the_benchmark_runner(tmp_path, monkeypatch) -> None:
+    """benchmarks/recipe_tuning.py: a variant's command is the user's with the variant's config, and a
+    finished run (its summary JSON) is read back, not run again."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("recipe_tuning", REPO / "benchmarks/recipe_tuning.py")
+    tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning)
+    uf = sys.modules["user_folders"]
+    cmd = uf.cli_command(tmp_path, 2, "long", tmp_path / "long.json", "/x/long.yaml")
+    assert cmd[2:5] == ["fit", "--config", "/x/long.yaml"] and cmd[-3:-1] == ["2", "--summary_json"]
+    (tmp_path / "long.json").write_text(json.dumps({"test/acc": 0.925, "steps": 800, "verdicts": []}))
+    monkeypatch.setattr(uf, "run_cli", lambda *a, **k: pytest.fail("a finished run was run again"))
+    result = tuning.run("/x/long.yaml", tmp_path, 2, tmp_path, "long")
+    assert result["test_acc"] == 0.925 and result["steps"] == 800 and "/x/long.yaml" in result["command"]
