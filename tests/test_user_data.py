@@ -237,3 +237,63 @@ def test_testing_an_earlier_best_checkpoint_keeps_the_fits_history(tmp_path: Pat
     budget = next(cb for cb in cli.trainer.callbacks if isinstance(cb, TrainingBudget))
     assert len(budget.history) == 3
     assert "epoch=2" not in cli.trainer.checkpoint_callback.best_model_path or budget.history[-1] >= max(budget.history)
+
+
+# -- flips: auto ------------------------------------------------------------------------------------
+def _write_faces_folder(root: Path) -> Path:
+    """skimage's lfw_subset: 100 faces and 100 non-faces, 25x25 gray (mirrored faces are faces)."""
+    from skimage.data import lfw_subset
+
+    images = np.rint(lfw_subset() * 255).astype(np.uint8)
+    for i, image in enumerate(images):
+        folder = root / ("face" if i < 100 else "other")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(folder / f"{i}.png")
+    return root
+
+
+def test_flips_auto_is_off_for_digits_and_on_for_faces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """``flips: auto`` decides once, from train and validation images, when first needed: digits lose most
+    of a linear model's skill when mirrored (off), faces keep it (on); the train augmentation follows."""
+    import logging
+
+    from lightkit import baseline
+
+    calls: list[int] = []
+    real = baseline.mirror_test
+    monkeypatch.setattr(baseline, "mirror_test", lambda dm, **kw: calls.append(1) or real(dm, **kw))
+    kwargs = dict(image_size=16, flips="auto", augmentations="standard", channels=1)
+    digits = ImageFolderDataModule(root=str(_write_digit_folder(tmp_path / "digits", 60, tuple(range(10)))), **kwargs)
+    faces = ImageFolderDataModule(root=str(_write_faces_folder(tmp_path / "faces")), **kwargs)
+    assert calls == []  # nothing decided (or decoded) at construction
+    with caplog.at_level(logging.INFO):
+        assert digits.flips_preserve_label is False and faces.flips_preserve_label is True
+        assert digits.flips_preserve_label is False  # decided once
+    assert len(calls) == 2
+    assert digits.flips_decision.kept < baseline.MIRROR_KEPT <= faces.flips_decision.kept
+    assert digits.flips_decision.plain > 0.8 and faces.flips_decision.plain > 0.8
+    assert "flips: auto -> off: a linear model on pixels keeps" in caplog.text
+    assert "flips: auto -> on" in caplog.text
+    for dm, expected in ((digits, False), (faces, True)):
+        dm.setup("fit")
+        names = [type(t).__name__ for t in dm._train_transform().transforms]
+        assert ("HorizontalFlip" in names) is expected
+
+
+def test_flips_auto_near_chance_stays_off_and_bad_values_are_refused(tmp_path: Path) -> None:
+    from lightkit.baseline import mirror_test
+    from lightkit.data.errors import DataError
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):  # labels unrelated to the pixels: nothing to judge mirroring by
+        (tmp_path / "noise" / c).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), mode="L").save(
+                tmp_path / "noise" / c / f"{i}.png")
+    dm = ImageFolderDataModule(root=str(tmp_path / "noise"), flips="auto", channels=1)
+    decision = mirror_test(dm)
+    assert decision.kept is None and decision.flips is False and "cannot be judged" in decision.describe()
+    assert dm.flips_preserve_label is False
+    with pytest.raises(DataError, match=r"flips='maybe'; use true .* or auto"):
+        ImageFolderDataModule(root=str(tmp_path / "noise"), flips="maybe")

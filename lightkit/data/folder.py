@@ -132,7 +132,10 @@ class FileImageDataModule(BaseImageDataModule):
             the header scan; an image truncated past its header fails when a worker decodes it, and
             ``skip`` then drops it from its batch.
         flips: whether a mirrored image keeps its label, so augmentation presets may flip: true for
-            photos of objects, false for digits, text and anything with a handedness.
+            photos of objects, false for digits, text and anything with a handedness; ``auto``: decided
+            from the train and validation images when first needed (:func:`lightkit.baseline.mirror_test`:
+            a linear model on pixels that loses most of its skill on mirrored images means no flips),
+            said in one line; ``flips_decision`` holds the figures.
         in_memory: ``auto`` (decide by ``in_memory_limit_gb``), ``true`` (decode all in ``setup``, no
             header scan) or ``false`` (always stream).
         in_memory_limit_gb: with ``auto``, the largest estimated in-memory footprint in GiB (decoded
@@ -147,14 +150,20 @@ class FileImageDataModule(BaseImageDataModule):
         self,
         classes: list[str] | None = None,
         on_bad_image: OnBadImage = "error",
-        flips: bool = True,
+        flips: bool | Literal["auto"] = True,
         in_memory: bool | Literal["auto"] = "auto",
         in_memory_limit_gb: float = 2.0,
         **kwargs: Any,
     ) -> None:
-        self.flips_preserve_label = flips  # read by the base class when it checks the augmentations
-        super().__init__(**kwargs)
         owner = type(self).__name__
+        if flips not in (True, False, "auto"):
+            raise DataError(f"{owner}: flips={flips!r}; use true (mirrored images keep their label: photos), false "
+                            f"(digits, text) or auto (decided from the images).")
+        self.flips = flips
+        self.flips_decision: Any = None
+        self._flips_decidable = False  # the base class reads flips_preserve_label in __init__, before any data
+        super().__init__(**kwargs)
+        self._flips_decidable = True
         _check_policy(owner, on_bad_image)
         _check_classes(owner, classes)
         if in_memory not in (True, False, "auto"):
@@ -169,6 +178,22 @@ class FileImageDataModule(BaseImageDataModule):
         self.skipped_images: list[str] = []
         self._stream: bool | None = None
         self._headers: dict[str, tuple[int, int, int] | str] | None = None
+
+    @property
+    def flips_preserve_label(self) -> bool:  # type: ignore[override]
+        """``flips`` as given; with ``auto``, decided once from the images when first asked (the train
+        augmentation, TTA, shards), with one line that says what was decided and why."""
+        if self.flips != "auto":
+            return bool(self.flips)
+        if not self._flips_decidable:  # the augmentation list checked in __init__: no data yet, no warning
+            return True
+        if self.flips_decision is None:
+            from lightkit.baseline import mirror_test
+
+            self.flips_decision = mirror_test(self)
+            rank_zero_info(f"{type(self).__name__}: flips: auto -> {'on' if self.flips_decision.flips else 'off'}: "
+                           f"{self.flips_decision.describe()} (set flips: true / false to choose).")
+        return bool(self.flips_decision.flips)
 
     def _all_files(self) -> list[Path]:
         """Every labelled image file of the data, all splits."""
