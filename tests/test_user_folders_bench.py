@@ -104,7 +104,7 @@ def test_table_and_merge(bench, tmp_path) -> None:
     json.dumps(results)
 
 
-@pytest.mark.parametrize("variant", ["ema", "last", "long"])
+@pytest.mark.parametrize("variant", ["ema", "last", "long", "flips"])
 def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, tmp_path, capsys) -> None:
     """benchmarks/recipe_variants/*.yaml are configs/folder.yaml plus one change (RESULTS: recipe tuning)."""
     import yaml
@@ -130,6 +130,11 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
                   if "TrainingBudget" in c["class_path"]]
         assert budget == [800] and other["trainer"]["max_epochs"] == 2 * recipe["trainer"]["max_epochs"]
         assert other["trainer"]["callbacks"][1:] == recipe["trainer"]["callbacks"][1:]
+    elif variant == "flips":
+        assert other["trainer"] == recipe["trainer"] and other["model"] == recipe["model"]
+        assert recipe["data"]["init_args"]["flips"] is False
+        assert other["data"]["init_args"] == {**recipe["data"]["init_args"], "flips": True}
+        return
     else:
         assert "EMA" not in names and monitors == [None, None]
     assert other["model"] == recipe["model"] and other["data"]["init_args"] == recipe["data"]["init_args"]
