@@ -1,7 +1,7 @@
 """``flips: auto`` (issue 16): what :func:`lightkit.baseline.mirror_test` decides on each benchmark folder.
 
 Builds the folders of ``benchmarks/user_folders.py`` (and the held-out ones of ``recipe_tuning.py``) and prints,
-per dataset and seed, the linear model's cross-validated accuracy on the train + validation images as they are
+per dataset and seed, the linear model's cross-validated balanced accuracy on the train + validation images as they are
 and mirrored, the share of its skill above chance that survives (``kept``), the decision (``kept >= 0.65``)
 and the seconds the test took. The expected answer: off for digits (a mirrored 2 is not a 2), on for faces,
 photo patches and textures.
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=uf.REPO / "runs/user_folders")
     args = parser.parse_args(argv)
-    print(f"| dataset | seed | images | plain | mirrored | chance | kept | flips (kept >= {MIRROR_KEPT}) | s |")
+    print(f"| dataset | seed | images | plain (bal. acc.) | mirrored | chance | kept | flips (kept >= {MIRROR_KEPT}) "
+          f"| s |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for dataset in args.datasets:
         for seed in args.seeds:

@@ -196,10 +196,11 @@ def below_baseline_message(model_acc: float, baseline: PixelBaseline, steps: int
 class FlipDecision:
     """Whether mirrored images keep their labels, judged by a linear model on pixels (:func:`mirror_test`).
 
-    ``plain`` / ``mirrored``: cross-validated accuracy of logistic regression on the train and
-    validation images as they are and mirrored left-right; ``kept``: the share of its skill above
-    chance that survives the mirror (``(mirrored - chance) / (plain - chance)``; None when the
-    model has too little skill to tell)."""
+    ``plain`` / ``mirrored``: cross-validated balanced accuracy (the mean of the per-class recalls, so a
+    model that predicts the largest class scores chance, ``1 / classes``) of logistic regression on the
+    train and validation images as they are and mirrored left-right; ``kept``: the share of its skill
+    above chance that survives the mirror (``(mirrored - chance) / (plain - chance)``; None when the model
+    has too little skill to tell, or when the test could not run: ``reason`` says why)."""
 
     flips: bool
     plain: float
@@ -208,20 +209,36 @@ class FlipDecision:
     kept: float | None
     n_images: int
     seconds: float
+    reason: str | None = None
 
     def describe(self) -> str:
+        if self.reason is not None:
+            return f"{self.reason}, so mirroring cannot be judged: flips stay off"
         if self.kept is None:
-            return (f"a linear model on pixels is near chance ({100 * self.plain:.0f} %, chance "
+            return (f"a linear model on pixels is near chance (balanced accuracy {100 * self.plain:.0f} %, chance "
                     f"{100 * self.chance:.0f} %), so mirroring cannot be judged: flips stay off")
         return (f"a linear model on pixels keeps {100 * self.kept:.0f} % of its skill on mirrored images "
-                f"({100 * self.plain:.0f} % -> {100 * self.mirrored:.0f} %, chance {100 * self.chance:.0f} %; "
-                f"{'>=' if self.flips else '<'} {100 * MIRROR_KEPT:.0f} % -> flips {'on' if self.flips else 'off'})")
+                f"(balanced accuracy {100 * self.plain:.0f} % -> {100 * self.mirrored:.0f} %, chance "
+                f"{100 * self.chance:.0f} %; {'>=' if self.flips else '<'} {100 * MIRROR_KEPT:.0f} % -> flips "
+                f"{'on' if self.flips else 'off'})")
 
 
 # Measured on package-bundled folders (RESULTS "Flips decided from the data"): digits keep 27-42 % of the
 # linear model's skill when mirrored; faces, photo patches and textures 92-106 % (one texture split 51 %).
 MIRROR_KEPT = 0.65
 _MIN_SKILL = 0.1
+
+
+def _stratified_subset(labels: np.ndarray, idx: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """At most about ``cap`` of ``idx``, each class in proportion and with at least 2 (or all) of its images."""
+    if len(idx) <= cap:
+        return idx
+    out = []
+    for c in np.unique(labels[idx]):
+        members = idx[labels[idx] == c]
+        take = min(len(members), max(2, round(cap * len(members) / len(idx))))
+        out.append(rng.choice(members, take, replace=False))
+    return np.sort(np.concatenate(out))
 
 
 def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: int = 0) -> FlipDecision:
@@ -231,14 +248,18 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
     Digits and text lose most of the model's skill when mirrored; faces, textures and photos of
     objects keep most of it. Flips are judged label-preserving when at least ``MIRROR_KEPT`` of the
     skill above chance survives; a model within ``_MIN_SKILL`` of chance cannot tell (flips off).
+    Skill is balanced accuracy, so a skewed folder does not pass for a mirror-proof one. Classes with
+    fewer than 2 images are left out of the test (``reason`` when fewer than 2 classes remain).
 
     Args:
         datamodule: a lightkit file image data module (its pools and splits).
         size: side of the pooled images.
-        max_images: at most this many images (a seeded subset), so the test takes seconds.
+        max_images: at most about this many images (a seeded subset, stratified by class), so the
+            test takes seconds; only those are read on a streaming folder.
         seed: seed of the subset and the folds.
     """
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -251,31 +272,38 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
     rng = np.random.default_rng(seed)
     for name in ("train", "val"):
         key, idx = splits[name]
-        idx = np.asarray(idx)
-        if len(idx) > max_images // 2:
-            idx = np.sort(rng.choice(idx, max_images // 2, replace=False))
         pool = pools[key]
+        pool_labels = np.asarray(pool.labels)
+        idx = _stratified_subset(pool_labels, np.asarray(idx, dtype=np.int64), max_images // 2, rng)
         images = pool.images[idx] if isinstance(pool.images, np.ndarray) else _Lazy(pool.images, idx)
         skipped: list[int] = []
         pooled += [_pool(img, size) for img in _read(images, size, skipped if skip else None)]
-        labels.append(np.delete(np.asarray(pool.labels)[idx], skipped))
+        labels.append(np.delete(pool_labels[idx], skipped))
     y = np.concatenate(labels)
     classes, counts = np.unique(y, return_counts=True)
-    chance = 1.0 / max(len(classes), 1)
-    folds = int(min(5, counts.min())) if len(classes) > 1 else 0
-    if folds < 2:
-        return FlipDecision(False, chance, chance, chance, None, len(y), time.perf_counter() - t0)
+    keep = np.isin(y, classes[counts >= 2])
+    if len(np.unique(y[keep])) < 2:
+        names = list(getattr(datamodule, "class_names", None) or [])
+        few = [names[int(c)] if int(c) < len(names) else str(int(c)) for c in classes[counts < 2]]
+        reason = (f"the train and validation images hold {len(classes)} class(es), {len(few)} with fewer than 2 "
+                  f"images ({', '.join(few[:5])})" if few else f"the train and validation images hold "
+                  f"{len(classes)} class(es)")
+        return FlipDecision(False, float("nan"), float("nan"), float("nan"), None, len(y),
+                            time.perf_counter() - t0, reason)
+    pooled = [t for t, k in zip(pooled, keep, strict=True) if k]
+    y = y[keep]
+    chance = 1.0 / len(np.unique(y))
+    folds = int(min(5, np.unique(y, return_counts=True)[1].min()))
     side = min(t.shape[-1] for t in pooled)  # images of several sizes: one side for all
     plain_t = [F.adaptive_avg_pool2d(t[None], (side, side))[0] for t in pooled]
     plain = np.stack([t.flatten().numpy() for t in plain_t])
     mirrored = np.stack([t.flip(-1).flatten().numpy() for t in plain_t])
-    hits_plain = hits_mirrored = 0
+    pred_plain, pred_mirrored = np.empty_like(y), np.empty_like(y)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(plain, y):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000, tol=1e-3))
         model.fit(plain[train], y[train])
-        hits_plain += int((model.predict(plain[test]) == y[test]).sum())
-        hits_mirrored += int((model.predict(mirrored[test]) == y[test]).sum())
-    acc, acc_mirrored = hits_plain / len(y), hits_mirrored / len(y)
+        pred_plain[test], pred_mirrored[test] = model.predict(plain[test]), model.predict(mirrored[test])
+    acc, acc_mirrored = balanced_accuracy_score(y, pred_plain), balanced_accuracy_score(y, pred_mirrored)
     if acc - chance < _MIN_SKILL:
         return FlipDecision(False, acc, acc_mirrored, chance, None, len(y), time.perf_counter() - t0)
     kept = (acc_mirrored - chance) / (acc - chance)

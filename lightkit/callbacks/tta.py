@@ -31,7 +31,7 @@ class TTA(Callback):
         crop: fraction of each side kept by the centre-crop view, in (0, 1); ``None``: no crop view.
 
     Raises:
-        ValueError: ``shifts`` < 0 or ``crop`` outside (0, 1); in ``setup``: ``flips=True`` with a data
+        ValueError: ``shifts`` < 0 or ``crop`` outside (0, 1); at test / predict start: ``flips=True`` with a data
             module whose ``flips_preserve_label`` is ``False`` (a mirrored digit is another digit).
 
     Logged keys (test): ``tta/test_acc``, ``tta/test_nll`` (mean negative log-likelihood, nats), ``tta/views``.
@@ -46,17 +46,25 @@ class TTA(Callback):
         self._sums: torch.Tensor | None = None
         self._warned = False
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    def _resolve(self, trainer: Trainer) -> None:
+        """Resolve ``flips`` from the data module. Called at test / predict start, after a checkpoint was
+        restored, so a data module's ``flips: auto`` reuses the decision its fit made."""
         declared = getattr(trainer.datamodule, "flips_preserve_label", None) if trainer.datamodule is not None else None
         if self.flips is True and declared is False:
             raise ValueError(f"TTA: flips=True but {type(trainer.datamodule).__name__}.flips_preserve_label is False "
                              f"(a mirrored image changes its label); set flips: null or false.")
         self._flips = bool(declared) if self.flips is None else self.flips
-        if stage in ("test", "predict") and len(self.view_names()) == 1:
+        if len(self.view_names()) == 1:
             rank_zero_warn("TTA: only the identity view is configured (no flips, shifts or crop); TTA changes nothing.")
 
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._resolve(trainer)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._resolve(trainer)
+
     def view_names(self) -> list[str]:
-        """The views in use (flips resolved in ``setup``)."""
+        """The views in use (flips resolved at test / predict start)."""
         return tta_view_names(self._flips, self.shifts, self.crop)
 
     def probs(self, pl_module: LightningModule, x: torch.Tensor) -> torch.Tensor:

@@ -393,7 +393,11 @@ class BaseImageDataModule(LightningDataModule):
             raise DataError(f"{type(self).__name__}: augmentations need a square input but the input size is "
                             f"{height}x{width}; set image_size.")
         return build_augmentations(self.augmentations, height, self.fill, self.flips_preserve_label,
-                                   where=type(self).__name__)
+                                   where=self._augment_where())
+
+    def _augment_where(self) -> str:
+        """How augmentation warnings name this data module."""
+        return type(self).__name__
 
     def _streaming_dataset(self, paths: list[str], labels: torch.Tensor, transform: Any,
                            on_bad_image: str) -> StreamingImageDataset:

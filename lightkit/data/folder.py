@@ -9,6 +9,8 @@ workers (:mod:`lightkit.data.stream`), with the same splits, classes, policies a
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -188,12 +190,40 @@ class FileImageDataModule(BaseImageDataModule):
         if not self._flips_decidable:  # the augmentation list checked in __init__: no data yet, no warning
             return True
         if self.flips_decision is None:
-            from lightkit.baseline import mirror_test
+            from lightkit.baseline import FlipDecision, mirror_test
 
-            self.flips_decision = mirror_test(self)
-            rank_zero_info(f"{type(self).__name__}: flips: auto -> {'on' if self.flips_decision.flips else 'off'}: "
-                           f"{self.flips_decision.describe()} (set flips: true / false to choose).")
+            owner = type(self).__name__
+            try:
+                self.flips_decision = mirror_test(self)
+            except (OSError, ValueError) as exc:  # DataError / BadImageError: e.g. predicting without train images
+                self.flips_decision = FlipDecision(False, math.nan, math.nan, math.nan, None, 0, 0.0,
+                                                   f"the train and validation images could not be read ({exc})")
+                rank_zero_warn(f"{owner}: flips: auto -> off: {self.flips_decision.describe()}; set flips: true "
+                               f"or false to choose.")
+            else:
+                rank_zero_info(f"{owner}: flips: auto -> {'on' if self.flips_decision.flips else 'off'}: "
+                               f"{self.flips_decision.describe()} (set flips: true / false to choose).")
         return bool(self.flips_decision.flips)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The ``flips: auto`` decision, kept in checkpoints: a resumed fit, ``test`` and ``predict`` (TTA)
+        reuse the fit's decision instead of deciding again from data that may have changed or be absent."""
+        if self.flips != "auto" or self.flips_decision is None:
+            return {}
+        return {"flips_decision": dataclasses.asdict(self.flips_decision)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("flips_decision")
+        if self.flips == "auto" and saved is not None:
+            from lightkit.baseline import FlipDecision
+
+            self.flips_decision = FlipDecision(**saved)
+
+    def _augment_where(self) -> str:
+        if self.flips == "auto" and not self.flips_preserve_label:
+            # an explicit flip in the list then warns naming this decision, not an attribute the user never set
+            return f"{type(self).__name__} (flips: auto decided off; set flips: true if mirrored images keep the label)"
+        return super()._augment_where()
 
     def _all_files(self) -> list[Path]:
         """Every labelled image file of the data, all splits."""
