@@ -230,13 +230,19 @@ _MIN_SKILL = 0.1
 
 
 def _stratified_subset(labels: np.ndarray, idx: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
-    """At most about ``cap`` of ``idx``, each class in proportion and with at least 2 (or all) of its images."""
+    """About ``cap`` of ``idx`` (at most ``cap`` plus one per class for rounding), each class in proportion
+    and with at least 2 (or all) of its images; with more than ``cap / 2`` classes, a seeded ``cap / 2`` of
+    the classes, 2 images each."""
     if len(idx) <= cap:
         return idx
+    classes = np.unique(labels[idx])
+    if 2 * len(classes) > cap:
+        classes = np.sort(rng.choice(classes, max(cap // 2, 2), replace=False))
+    chosen = idx[np.isin(labels[idx], classes)]
     out = []
-    for c in np.unique(labels[idx]):
-        members = idx[labels[idx] == c]
-        take = min(len(members), max(2, round(cap * len(members) / len(idx))))
+    for c in classes:
+        members = chosen[labels[chosen] == c]
+        take = min(len(members), max(2, round(cap * len(members) / max(len(chosen), 1))))
         out.append(rng.choice(members, take, replace=False))
     return np.sort(np.concatenate(out))
 
@@ -285,14 +291,15 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
     if len(np.unique(y[keep])) < 2:
         names = list(getattr(datamodule, "class_names", None) or [])
         few = [names[int(c)] if int(c) < len(names) else str(int(c)) for c in classes[counts < 2]]
-        reason = (f"the train and validation images hold {len(classes)} class(es), {len(few)} with fewer than 2 "
-                  f"images ({', '.join(few[:5])})" if few else f"the train and validation images hold "
-                  f"{len(classes)} class(es)")
-        return FlipDecision(False, float("nan"), float("nan"), float("nan"), None, len(y),
+        reason = f"the train and validation images hold {len(classes)} class(es)"
+        if few:
+            listed = ", ".join(few[:5]) + (", ..." if len(few) > 5 else "")
+            reason += f", {len(few)} with fewer than 2 images ({listed})"
+        return FlipDecision(False, float("nan"), float("nan"), float("nan"), None, int(len(y)),
                             time.perf_counter() - t0, reason)
     pooled = [t for t, k in zip(pooled, keep, strict=True) if k]
     y = y[keep]
-    chance = 1.0 / len(np.unique(y))
+    chance = 1.0 / float(len(np.unique(y)))
     folds = int(min(5, np.unique(y, return_counts=True)[1].min()))
     side = min(t.shape[-1] for t in pooled)  # images of several sizes: one side for all
     plain_t = [F.adaptive_avg_pool2d(t[None], (side, side))[0] for t in pooled]
@@ -303,8 +310,10 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000, tol=1e-3))
         model.fit(plain[train], y[train])
         pred_plain[test], pred_mirrored[test] = model.predict(plain[test]), model.predict(mirrored[test])
-    acc, acc_mirrored = balanced_accuracy_score(y, pred_plain), balanced_accuracy_score(y, pred_mirrored)
+    # Python floats and bools (older scikit-learn returns numpy scalars): the decision goes into checkpoints,
+    # which torch.load(weights_only=True) must read.
+    acc, acc_mirrored = float(balanced_accuracy_score(y, pred_plain)), float(balanced_accuracy_score(y, pred_mirrored))
     if acc - chance < _MIN_SKILL:
         return FlipDecision(False, acc, acc_mirrored, chance, None, len(y), time.perf_counter() - t0)
     kept = (acc_mirrored - chance) / (acc - chance)
-    return FlipDecision(kept >= MIRROR_KEPT, acc, acc_mirrored, chance, kept, len(y), time.perf_counter() - t0)
+    return FlipDecision(bool(kept >= MIRROR_KEPT), acc, acc_mirrored, chance, kept, len(y), time.perf_counter() - t0)

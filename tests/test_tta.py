@@ -76,6 +76,21 @@ def test_callback_at_test_and_predict(declared: bool, tmp_path: Any) -> None:
     torch.testing.assert_close(torch.cat([p["probs"] for p in predictions]), oracle)
 
 
+class _TrainData(_Data):
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=3)
+
+
+def test_flips_true_on_data_that_forbids_them_stops_a_fit_before_it_trains(tmp_path: Any) -> None:
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(logger=False, accelerator="cpu", default_root_dir=tmp_path, callbacks=[TTA(flips=True)],
+                      max_steps=2, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="TTA: flips=True but _TrainData.flips_preserve_label is False"):
+        trainer.fit(model, datamodule=_TrainData(False))
+    assert trainer.global_step == 0 and all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_raises(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="TTA: flips=True but _Data.flips_preserve_label is False"):
         _trainer(tmp_path, TTA(flips=True)).test(tiny_model(), datamodule=_Data(False), verbose=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import timm
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
@@ -346,10 +348,40 @@ def test_flips_auto_decision_is_kept_in_checkpoints_and_falls_back_off(tmp_path:
                                          r"true or false"):
         assert lost.flips_preserve_label is False
     monkeypatch.undo()
+    # the decision holds Python scalars: a checkpoint with it loads with torch.load(weights_only=True)
+    assert type(state["flips_decision"]["flips"]) is bool and type(state["flips_decision"]["plain"]) is float
+    buffer = io.BytesIO()
+    torch.save({"ImageFolderDataModule": state}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["ImageFolderDataModule"] == state
+    # a resumed fit builds its train split in setup, before Lightning restores the state: a saved decision
+    # that differs rebuilds it, so the fit goes on with the augmentation it started with
+    resumed = ImageFolderDataModule(root=root, channels=1, flips="auto", augmentations="standard")
+    resumed.setup("fit")
+    flips_in = lambda dm: "HorizontalFlip" in [type(t).__name__ for t in dm._dataset("train").transform.transforms]  # noqa: E731
+    assert flips_in(resumed) is False
+    resumed.load_state_dict({"flips_decision": {**state["flips_decision"], "flips": True, "added_later": 1}})
+    assert resumed.flips_preserve_label is True and flips_in(resumed) is True
     explicit = ImageFolderDataModule(root=root, channels=1, flips="auto", augmentations=[{"name": "hflip"}])
     explicit.setup("fit")
     with pytest.warns(UserWarning, match=r"flips: auto decided off; set flips: true if mirrored images keep the label"):
         explicit._train_transform()
+
+
+def test_mirror_subset_is_stratified_and_capped() -> None:
+    from lightkit.baseline import _stratified_subset
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), [900] + [20] * 9)  # one large class, nine small
+    idx = np.arange(len(labels))
+    sub = _stratified_subset(labels, idx, 500, rng)
+    counts = np.bincount(labels[sub], minlength=10)
+    assert 495 <= len(sub) <= 510 and len(np.unique(sub)) == len(sub) and np.all(np.diff(sub) > 0)
+    assert counts[0] == 417 and np.all(counts[1:] == 9)  # in proportion (900 and 20 of 1,080 -> of 500)
+    many = np.repeat(np.arange(5749), 2)  # more classes than the cap allows at 2 each: a seeded half-cap of them
+    sub = _stratified_subset(many, np.arange(len(many)), 1000, rng)
+    assert len(sub) == 1000 and np.all(np.bincount(many[sub])[np.unique(many[sub])] == 2)
+    assert np.array_equal(_stratified_subset(labels, idx[:300], 500, rng), idx[:300])  # under the cap: all
 
 
 def test_flips_auto_near_chance_stays_off_and_bad_values_are_refused(tmp_path: Path) -> None:

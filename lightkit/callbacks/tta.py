@@ -31,7 +31,8 @@ class TTA(Callback):
         crop: fraction of each side kept by the centre-crop view, in (0, 1); ``None``: no crop view.
 
     Raises:
-        ValueError: ``shifts`` < 0 or ``crop`` outside (0, 1); at test / predict start: ``flips=True`` with a data
+        ValueError: ``shifts`` < 0 or ``crop`` outside (0, 1); in ``setup`` (or at test / predict start for a data
+            module with ``flips: auto`` outside a fit): ``flips=True`` with a data
             module whose ``flips_preserve_label`` is ``False`` (a mirrored digit is another digit).
 
     Logged keys (test): ``tta/test_acc``, ``tta/test_nll`` (mean negative log-likelihood, nats), ``tta/views``.
@@ -46,7 +47,14 @@ class TTA(Callback):
         self._sums: torch.Tensor | None = None
         self._warned = False
 
-    def _resolve(self, trainer: Trainer) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Fail fast on flips=True with data whose mirrored images change label, before a fit trains; a data
+        # module's flips: auto is checked here only at fit (decided in its setup), else after the restore.
+        dm = trainer.datamodule
+        if self.flips is True and dm is not None and (stage == "fit" or getattr(dm, "flips", None) != "auto"):
+            self._resolve(trainer, warn=False)
+
+    def _resolve(self, trainer: Trainer, warn: bool = True) -> None:
         """Resolve ``flips`` from the data module. Called at test / predict start, after a checkpoint was
         restored, so a data module's ``flips: auto`` reuses the decision its fit made."""
         declared = getattr(trainer.datamodule, "flips_preserve_label", None) if trainer.datamodule is not None else None
@@ -54,7 +62,7 @@ class TTA(Callback):
             raise ValueError(f"TTA: flips=True but {type(trainer.datamodule).__name__}.flips_preserve_label is False "
                              f"(a mirrored image changes its label); set flips: null or false.")
         self._flips = bool(declared) if self.flips is None else self.flips
-        if len(self.view_names()) == 1:
+        if warn and len(self.view_names()) == 1:
             rank_zero_warn("TTA: only the identity view is configured (no flips, shifts or crop); TTA changes nothing.")
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -247,7 +247,8 @@ def build_augmentations(
             if not flips_preserve_label and type(transform).__name__ in _FLIPS:
                 rank_zero_warn(
                     f"{where}: {item['name']!r} flips change the label for this data (e.g. digits); "
-                    f"remove it from the augmentation list (or the data module's flips_preserve_label is wrong)."
+                    f"remove it from the augmentation list (or, if mirrored images do keep their label here, say so: "
+                    f"flips: true on a folder or CSV data module, flips_preserve_label = True on your own)."
                 )
             transforms.append(transform)
     else:

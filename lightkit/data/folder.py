@@ -217,7 +217,13 @@ class FileImageDataModule(BaseImageDataModule):
         if self.flips == "auto" and saved is not None:
             from lightkit.baseline import FlipDecision
 
-            self.flips_decision = FlipDecision(**saved)
+            previous = self.flips_decision
+            known = {f.name for f in dataclasses.fields(FlipDecision)}
+            self.flips_decision = FlipDecision(**{k: v for k, v in saved.items() if k in known})
+            if previous is not None and bool(previous.flips) != bool(self.flips_decision.flips):
+                # a resumed fit built its train split in setup, before Lightning restored this state: rebuild
+                # it with the fit's decision when the train loader is asked for
+                self._datasets.pop("train", None)
 
     def _augment_where(self) -> str:
         if self.flips == "auto" and not self.flips_preserve_label:
