@@ -295,16 +295,14 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
         if few:
             listed = ", ".join(few[:5]) + (", ..." if len(few) > 5 else "")
             reason += f", {len(few)} with fewer than 2 images ({listed})"
-        return FlipDecision(False, float("nan"), float("nan"), float("nan"), None, int(len(y)),
+        return FlipDecision(False, float("nan"), float("nan"), float("nan"), None, len(y),
                             time.perf_counter() - t0, reason)
-    pooled = [t for t, k in zip(pooled, keep, strict=True) if k]
     y = y[keep]
-    chance = 1.0 / float(len(np.unique(y)))
+    chance = 1.0 / len(np.unique(y))
     folds = int(min(5, np.unique(y, return_counts=True)[1].min()))
-    side = min(t.shape[-1] for t in pooled)  # images of several sizes: one side for all
-    plain_t = [F.adaptive_avg_pool2d(t[None], (side, side))[0] for t in pooled]
-    plain = np.stack([t.flatten().numpy() for t in plain_t])
-    mirrored = np.stack([t.flip(-1).flatten().numpy() for t in plain_t])
+    # every image was pooled to size x size as it was read, whatever its own size
+    images_kept = torch.stack([t for t, k in zip(pooled, keep, strict=True) if k])
+    plain, mirrored = images_kept.flatten(1).numpy(), images_kept.flip(-1).flatten(1).numpy()
     pred_plain, pred_mirrored = np.empty_like(y), np.empty_like(y)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(plain, y):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000, tol=1e-3))
