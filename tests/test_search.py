@@ -389,9 +389,13 @@ def test_kill_and_resume_loses_no_trial(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize("claimed", [False, True], ids=["unclaimed", "claimed"])
+def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path: Path, claimed: bool) -> None:
     """Optuna never fails a RUNNING trial without a heartbeat (a worker killed right after creating
-    it): the search must not wait for it at the stage barrier for ever."""
+    it, or right after the objective claimed it and before Optuna's heartbeat thread wrote): the
+    search must not wait for it at the stage barrier for ever."""
+    from lightkit.search.optuna_glue import CLAIM_ATTR, _claim
+
     cfg = probe_config(tmp_path, {LR: {"type": "loguniform", "low": 1e-3, "high": 1.0}},
                        [{"name": "coarse", "n_trials": 3, "max_epochs": 1, "limit_train_batches": 5}])
     path = write(tmp_path / "search.yaml", cfg)
@@ -399,6 +403,8 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(tmp_path
     url = f"sqlite:///{Path(cfg['run_dir']).resolve() / 'study.db'}"
     storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
     orphan = optuna.create_study(study_name="t/1-coarse", storage=storage, direction="maximize").ask()
+    if claimed:  # by this (live) process: the claim alone must not keep a trial with no heartbeat alive
+        orphan.set_user_attr(CLAIM_ATTR, _claim(orphan.number))
     time.sleep(3)  # older than the grace period, and no heartbeat was ever written
     try:
         done = subprocess.run(
@@ -523,3 +529,23 @@ def test_search_package_has_no_import_cycle_and_pure_rules() -> None:
             "assert not {'optuna', 'lightning'} & set(sys.modules), sorted(m for m in sys.modules if "
             "'optuna' in m)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_fail_unclaimed_trials_fails_the_unclaimed_and_the_claimed_without_heartbeat(tmp_path: Path) -> None:
+    from lightkit.search.optuna_glue import CLAIM_ATTR, _claim, _fail_unclaimed_trials
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    unclaimed, silent, alive = study.ask(), study.ask(), study.ask()
+    for trial in (silent, alive):
+        trial.set_user_attr(CLAIM_ATTR, _claim(trial.number))
+    storage.record_heartbeat(alive._trial_id)
+    time.sleep(1.2)  # all three are older than the grace period
+    young = study.ask()  # unclaimed, but started within the grace period: a worker may still claim it
+    _fail_unclaimed_trials(study, SimpleNamespace(grace_period=1, max_retry=3))
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[unclaimed.number] == FAIL and states[silent.number] == FAIL
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING  # its heartbeat is the stale check's
+    assert states[young.number] == optuna.trial.TrialState.RUNNING
+    retried = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in retried) == [unclaimed.number, silent.number]

@@ -1,5 +1,5 @@
 """Optuna glue: the storage with heartbeats and retries, the per-trial seeded sampler, and the check
-for trials orphaned by a worker that died before claiming them."""
+for trials orphaned by a worker that died before their first heartbeat."""
 
 from __future__ import annotations
 
@@ -122,24 +122,51 @@ def _claim(number: int) -> str:
     return f"{_worker()}#{number}"
 
 
+def _without_heartbeat(study: Any, trial_ids: Sequence[int]) -> set[int]:
+    """The trials among ``trial_ids`` for which the storage holds no heartbeat at all.
+
+    Optuna has no public read of a heartbeat, so this asks its RDB model; on a storage or an Optuna
+    without one it answers "none", and only the claim check below applies.
+    """
+    import optuna
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    try:
+        from optuna.storages._rdb.models import TrialHeartbeatModel
+    except ImportError:  # pragma: no cover - an Optuna that moved its models
+        return set()
+    if not isinstance(storage, optuna.storages.RDBStorage) or not trial_ids:
+        return set()
+    session = storage.scoped_session()
+    try:
+        seen = {row[0] for row in session.query(TrialHeartbeatModel.trial_id)
+                .filter(TrialHeartbeatModel.trial_id.in_(list(trial_ids)))}
+    finally:
+        session.close()
+    return set(trial_ids) - seen
+
+
 def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> None:
-    """Fail, and retry like a stale one, every RUNNING trial that no objective has claimed although it
-    started more than ``grace_period`` seconds ago.
+    """Fail, and retry like a stale one, every RUNNING trial that started more than ``grace_period``
+    seconds ago and that no objective has claimed, or that has never had a heartbeat.
 
     Optuna fails a dead worker's trial once its heartbeat is older than the grace period, but a worker
-    killed between creating a trial and writing its first heartbeat leaves a RUNNING trial with no
-    heartbeat at all, which Optuna never fails (its stale check skips trials without one): every
-    worker would then wait for it at the stage barrier for ever. lightkit's objective claims its trial
-    first thing, milliseconds after Optuna creates it, so an unclaimed trial that old has no worker.
+    killed before its trial's first heartbeat leaves a RUNNING trial with none at all, which Optuna
+    never fails (its stale check skips trials without one): every worker would then wait for it at the
+    stage barrier for ever. Optuna's heartbeat thread writes the first one as the trial starts, in
+    parallel with lightkit's objective, which claims the trial first thing: a trial that old with no
+    claim, or with a claim but no heartbeat (a kill between the two writes), has no worker.
     """
 
     import optuna
 
     now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's datetime.now()
     grace = datetime.timedelta(seconds=config.grace_period)
-    dead = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] != str(t.number)
-            and t.datetime_start is not None and now - t.datetime_start > grace]
+    old = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+           if t.datetime_start is not None and now - t.datetime_start > grace]
+    claimed = [t for t in old if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] == str(t.number)]
+    silent = _without_heartbeat(study, [t._trial_id for t in claimed])
+    dead = [t for t in old if t not in claimed or t._trial_id in silent]
     if not dead:
         return
     _, retry = _retry_callback(config)
@@ -150,7 +177,7 @@ def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> None:
             continue  # another worker got there first
         log.warning(f"search: trial {trial.number} of {study.study_name} was started "
                     f"{(now - trial.datetime_start).seconds} s "
-                    "ago by a worker that died before running it; failed and queued again with its "
+                    "ago by a worker that died before its first heartbeat; failed and queued again with its "
                     "parameters.")
         retry(study, study.get_trials(deepcopy=True)[trial.number])
 
