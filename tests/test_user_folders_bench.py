@@ -46,6 +46,28 @@ def test_digits_few_shot_folders(bench, tmp_path) -> None:
                        strict=True))
 
 
+def test_tune_digits_shares_no_image_with_any_benchmark_digits_test_split(bench, tmp_path) -> None:
+    """The held-out digits of benchmarks/recipe_tuning.py: never a test image of the benchmark (seeds 0-4)."""
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("recipe_tuning", REPO / "benchmarks/recipe_tuning.py")
+    tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning)
+
+    def images(root, split):
+        return {np.asarray(Image.open(f)).tobytes() for f in (root / split).rglob("*.png")}
+
+    tune = tmp_path / "tune"
+    tuning.build_tune_digits(tune, seed=0)
+    assert _counts(tune, "train") == {str(c): 10 for c in range(10)}
+    assert _counts(tune, "val") == {str(c): 5 for c in range(10)}
+    held_out = images(tune, "train") | images(tune, "val") | images(tune, "test")
+    assert len(held_out) > 550  # load_digits has no two equal images: the pool of 584, all used
+    for seed in range(5):
+        bench.build_digits(tmp_path / f"bench{seed}", seed=seed, shots=10)
+        assert not held_out & images(tmp_path / f"bench{seed}", "test")
+
+
 def test_lfw_folders(bench, tmp_path) -> None:
     pytest.importorskip("skimage")
     bench.build_lfw(tmp_path, seed=0)
@@ -104,7 +126,7 @@ def test_table_and_merge(bench, tmp_path) -> None:
     json.dumps(results)
 
 
-@pytest.mark.parametrize("variant", ["ema", "last", "long", "flips"])
+@pytest.mark.parametrize("variant", ["ema", "last", "long", "flips", "nomix"])
 def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, tmp_path, capsys) -> None:
     """benchmarks/recipe_variants/*.yaml are configs/folder.yaml plus one change (RESULTS: recipe tuning)."""
     import yaml
@@ -134,6 +156,13 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
         assert other["trainer"] == recipe["trainer"] and other["model"] == recipe["model"]
         assert recipe["data"]["init_args"]["flips"] is False
         assert other["data"]["init_args"] == {**recipe["data"]["init_args"], "flips": True}
+        return
+    elif variant == "nomix":
+        assert names == [n for n in (c["class_path"].rsplit(".", 1)[-1] for c in recipe["trainer"]["callbacks"])
+                         if n != "MixUpCutMix"] and "MixUpCutMix" in str(recipe["trainer"]["callbacks"])
+        assert recipe["model"]["init_args"]["label_smoothing"] == 0.0
+        assert other["model"]["init_args"] == {**recipe["model"]["init_args"], "label_smoothing": 0.1}
+        assert other["data"] == recipe["data"]
         return
     else:
         assert "EMA" not in names and monitors == [None, None]
