@@ -114,9 +114,7 @@ def pixel_baseline(datamodule: Any, size: int = 16, max_train: int = 5000, seed:
         idx = np.asarray(idx)
         if len(idx) > limit:
             idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
-        pool = pools[key]
-        images = pool.images[idx] if isinstance(pool.images, np.ndarray) else _Lazy(pool.images, idx)
-        return images, np.asarray(pool.labels)[idx]
+        return _images_at(pools[key], idx)
 
     data = {name: split(name, max_train if name == "train" else max_eval) for name in ("train", "val", "test")}
     test_total = len(splits["test"][1])
@@ -171,6 +169,12 @@ class _Lazy(Sequence):
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         return self.images[int(self.idx[i])]
+
+
+def _images_at(pool: Any, idx: np.ndarray) -> tuple[np.ndarray | Sequence[np.ndarray], np.ndarray]:
+    """A pool's images and labels at ``idx``: sliced when in memory, read lazily (one file at a time) when not."""
+    images = pool.images[idx] if isinstance(pool.images, np.ndarray) else _Lazy(pool.images, idx)
+    return images, np.asarray(pool.labels)[idx]
 
 
 def below_baseline_message(model_acc: float, baseline: PixelBaseline, steps: int | None = None) -> str | None:
@@ -281,7 +285,7 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
         pool = pools[key]
         pool_labels = np.asarray(pool.labels)
         idx = _stratified_subset(pool_labels, np.asarray(idx, dtype=np.int64), max_images // 2, rng)
-        images = pool.images[idx] if isinstance(pool.images, np.ndarray) else _Lazy(pool.images, idx)
+        images, _ = _images_at(pool, idx)
         skipped: list[int] = []
         pooled += [_pool(img, size) for img in _read(images, size, skipped if skip else None)]
         labels.append(np.delete(pool_labels[idx], skipped))
