@@ -126,7 +126,7 @@ def test_table_and_merge(bench, tmp_path) -> None:
     json.dumps(results)
 
 
-@pytest.mark.parametrize("variant", ["ema", "last", "long", "flips", "nomix"])
+@pytest.mark.parametrize("variant", ["ema", "last", "long", "flips", "nomix", "strong"])
 def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, tmp_path, capsys) -> None:
     """benchmarks/recipe_variants/*.yaml are configs/folder.yaml plus one change (RESULTS: recipe tuning)."""
     import yaml
@@ -156,6 +156,11 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
         assert other["trainer"] == recipe["trainer"] and other["model"] == recipe["model"]
         assert recipe["data"]["init_args"]["flips"] is False
         assert other["data"]["init_args"] == {**recipe["data"]["init_args"], "flips": True}
+        return
+    elif variant == "strong":
+        assert other["trainer"] == recipe["trainer"] and other["model"] == recipe["model"]
+        assert recipe["data"]["init_args"]["augmentations"] == "standard"
+        assert other["data"]["init_args"] == {**recipe["data"]["init_args"], "augmentations": "strong"}
         return
     elif variant == "nomix":
         assert names == [n for n in (c["class_path"].rsplit(".", 1)[-1] for c in recipe["trainer"]["callbacks"])
