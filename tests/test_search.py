@@ -534,18 +534,32 @@ def test_search_package_has_no_import_cycle_and_pure_rules() -> None:
 def test_fail_unclaimed_trials_fails_the_unclaimed_and_the_claimed_without_heartbeat(tmp_path: Path) -> None:
     from lightkit.search.optuna_glue import CLAIM_ATTR, _claim, _fail_unclaimed_trials
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=1)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     unclaimed, silent, alive = study.ask(), study.ask(), study.ask()
     for trial in (silent, alive):
         trial.set_user_attr(CLAIM_ATTR, _claim(trial.number))
     storage.record_heartbeat(alive._trial_id)
-    time.sleep(1.2)  # all three are older than the grace period
+    time.sleep(2.2)  # all three are older than the grace period
     young = study.ask()  # unclaimed, but started within the grace period: a worker may still claim it
-    _fail_unclaimed_trials(study, SimpleNamespace(grace_period=1, max_retry=3))
+    _fail_unclaimed_trials(study, SimpleNamespace(grace_period=2, max_retry=3))
     states = {t.number: t.state for t in study.get_trials()}
     assert states[unclaimed.number] == FAIL and states[silent.number] == FAIL
     assert states[alive.number] == optuna.trial.TrialState.RUNNING  # its heartbeat is the stale check's
     assert states[young.number] == optuna.trial.TrialState.RUNNING
     retried = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
     assert sorted(t.system_attrs["failed_trial"] for t in retried) == [unclaimed.number, silent.number]
+
+
+def test_without_heartbeat_answers_none_on_a_storage_without_heartbeats(tmp_path: Path) -> None:
+    from lightkit.search.optuna_glue import _without_heartbeat
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")  # no heartbeat_interval
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    trial = study.ask()
+    assert _without_heartbeat(study, [trial._trial_id]) == set()  # not "every trial": nothing to read
+    beating = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="s", storage=beating)
+    assert _without_heartbeat(study, [trial._trial_id]) == {trial._trial_id}
+    beating.record_heartbeat(trial._trial_id)
+    assert _without_heartbeat(study, [trial._trial_id]) == set()

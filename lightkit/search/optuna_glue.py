@@ -81,7 +81,11 @@ def _storage(config: SearchConfig) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
     url = config.storage_url()
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    # A server's pooled connection may have been dropped while a trial trained: check it before use, or
+    # Optuna's heartbeat thread can die on its first write and leave a live trial with no heartbeat.
+    kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     retry = dict([_retry_callback(config)])
     for attempt in range(5):  # workers starting together may race on creating the tables
@@ -125,8 +129,8 @@ def _claim(number: int) -> str:
 def _without_heartbeat(study: Any, trial_ids: Sequence[int]) -> set[int]:
     """The trials among ``trial_ids`` for which the storage holds no heartbeat at all.
 
-    Optuna has no public read of a heartbeat, so this asks its RDB model; on a storage or an Optuna
-    without one it answers "none", and only the claim check below applies.
+    Optuna has no public read of a heartbeat, so this asks its RDB model; on a storage without
+    heartbeats, or an Optuna without that model, it answers "none", and only the claim check applies.
     """
     import optuna
 
@@ -135,7 +139,7 @@ def _without_heartbeat(study: Any, trial_ids: Sequence[int]) -> set[int]:
         from optuna.storages._rdb.models import TrialHeartbeatModel
     except ImportError:  # pragma: no cover - an Optuna that moved its models
         return set()
-    if not isinstance(storage, optuna.storages.RDBStorage) or not trial_ids:
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None or not trial_ids:
         return set()
     session = storage.scoped_session()
     try:
@@ -160,13 +164,16 @@ def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> None:
 
     import optuna
 
-    now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's datetime.now()
+    # Optuna >= 5 stores datetime_start in UTC and hands it back in this machine's local time; older
+    # Optuna stamps the writer's local time (workers sharing a server should then share a time zone).
+    now = datetime.datetime.now()
     grace = datetime.timedelta(seconds=config.grace_period)
     old = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
            if t.datetime_start is not None and now - t.datetime_start > grace]
     claimed = [t for t in old if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] == str(t.number)]
-    silent = _without_heartbeat(study, [t._trial_id for t in claimed])
-    dead = [t for t in old if t not in claimed or t._trial_id in silent]
+    claimed_ids = {t._trial_id for t in claimed}
+    silent = _without_heartbeat(study, sorted(claimed_ids))
+    dead = [t for t in old if t._trial_id not in claimed_ids or t._trial_id in silent]
     if not dead:
         return
     _, retry = _retry_callback(config)
