@@ -37,16 +37,14 @@ BENCHMARK_SEEDS = range(5)  # the seeds whose digits test splits tune_digits lea
 
 def build_tune_digits(root: Path, seed: int) -> None:
     import numpy as np
-    from sklearn.datasets import load_digits
 
-    d = load_digits()
-    images = np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    images, target = uf.load_digits_uint8()
     tested: set[int] = set()
-    for s in BENCHMARK_SEEDS:  # the benchmark's own split rule (build_digits): test = the first 20 % per class
-        tested |= set(uf._stratified(d.target, s, lambda n: (0, 0, round(0.2 * n)))["test"].tolist())
-    pool = np.asarray(sorted(set(range(len(d.target))) - tested))
-    split = uf._stratified(d.target[pool], 1000 + seed, lambda n: (10, 5, n - 15))
-    uf._write_indexed(root, images[pool], d.target[pool], [str(c) for c in range(10)], split)
+    for s in BENCHMARK_SEEDS:  # the benchmark's own split rule (build_digits): the same test images per seed
+        tested |= set(uf._stratified(target, s, lambda n: (0, 0, uf.digits_test_size(n)))["test"].tolist())
+    pool = np.asarray(sorted(set(range(len(target))) - tested))
+    split = uf._stratified(target[pool], 1000 + seed, lambda n: (10, 5, n - 15))
+    uf._write_indexed(root, images[pool], target[pool], [str(c) for c in range(10)], split)
 
 
 uf.DATASETS["tune_digits"] = build_tune_digits

@@ -91,19 +91,29 @@ def _write_indexed(root: Path, images: np.ndarray, labels: np.ndarray, names: li
             _write(root, split, name, [images[i] for i in idx if labels[i] == c])
 
 
-def build_digits(root: Path, seed: int, shots: int | None) -> None:
-    """sklearn digits (8x8, 0..16 -> 0..255): a stratified 20 % test (360), 5 val per class (50), and
-    ``shots`` train images per class (``None``: all the rest, 1,387)."""
+def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn digits as 8x8 uint8 images (0..16 -> 0..255) and their labels."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images = np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8), d.target
+
+
+def digits_test_size(n: int) -> int:
+    """Test images per digits class: a stratified 20 %."""
+    return round(0.2 * n)
+
+
+def build_digits(root: Path, seed: int, shots: int | None) -> None:
+    """sklearn digits (8x8, 0..16 -> 0..255): a stratified 20 % test (360), 5 val per class (50), and
+    ``shots`` train images per class (``None``: all the rest, 1,387)."""
+    images, target = load_digits_uint8()
 
     def sizes(n: int) -> tuple[int, int, int]:
-        n_test = round(0.2 * n)
+        n_test = digits_test_size(n)
         return (shots if shots is not None else n - n_test - 5), 5, n_test
 
-    _write_indexed(root, images, d.target, [str(c) for c in range(10)], _stratified(d.target, seed, sizes))
+    _write_indexed(root, images, target, [str(c) for c in range(10)], _stratified(target, seed, sizes))
 
 
 def build_lfw(root: Path, seed: int) -> None:

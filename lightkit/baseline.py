@@ -285,10 +285,10 @@ def mirror_test(datamodule: Any, size: int = 8, max_images: int = 2000, seed: in
         pool = pools[key]
         pool_labels = np.asarray(pool.labels)
         idx = _stratified_subset(pool_labels, np.asarray(idx, dtype=np.int64), max_images // 2, rng)
-        images, _ = _images_at(pool, idx)
+        images, idx_labels = _images_at(pool, idx)
         skipped: list[int] = []
         pooled += [_pool(img, size) for img in _read(images, size, skipped if skip else None)]
-        labels.append(np.delete(pool_labels[idx], skipped))
+        labels.append(np.delete(idx_labels, skipped))
     y = np.concatenate(labels)
     classes, counts = np.unique(y, return_counts=True)
     keep = np.isin(y, classes[counts >= 2])

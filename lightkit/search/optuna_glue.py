@@ -170,8 +170,7 @@ def _fail_unclaimed_trials(study: Any, config: SearchConfig) -> None:
     grace = datetime.timedelta(seconds=config.grace_period)
     old = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
            if t.datetime_start is not None and now - t.datetime_start > grace]
-    claimed = [t for t in old if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] == str(t.number)]
-    claimed_ids = {t._trial_id for t in claimed}
+    claimed_ids = {t._trial_id for t in old if t.user_attrs.get(CLAIM_ATTR, "").rpartition("#")[2] == str(t.number)}
     silent = _without_heartbeat(study, sorted(claimed_ids))
     dead = [t for t in old if t._trial_id not in claimed_ids or t._trial_id in silent]
     if not dead:
