@@ -6,6 +6,9 @@ figures it was tuned on:
 
 - ``tune_gray``: scikit-image camera, moon, coins, cell: 32 px gray patches from disjoint 64 px cells (4 classes)
 - ``tune_rgb``: scikit-image hubble_deep_field, immunohistochemistry, retina: 32 px RGB patches (3 classes)
+- ``tune_photos``: natural colour photos no benchmark folder uses (scikit-learn's china and flower, scikit-image's
+  stereo_motorcycle left view, matplotlib's grace_hopper): 32 px RGB patches (4 classes), the benchmark's
+  ``photos`` shape
 - ``tune_digits``: sklearn digits that are in no test split of the benchmark's digits5 / digits10 for seeds
   0-4 (about 590 images): 10 train and 5 val per class, the rest (about 440) test. The benchmark's test images
   are never used here.
@@ -31,6 +34,35 @@ uf.DATASETS["tune_gray"] = lambda root, seed: uf.build_patches(
     root, seed, {n: uf._skimage(n) for n in ("camera", "moon", "coins", "cell")})
 uf.DATASETS["tune_rgb"] = lambda root, seed: uf.build_patches(
     root, seed, {n: uf._skimage(n) for n in ("hubble_deep_field", "immunohistochemistry", "retina")})
+
+
+
+def _sample_image(index: int):
+    def load():
+        from sklearn.datasets import load_sample_images
+
+        return load_sample_images().images[index]
+    return load
+
+
+def _motorcycle():
+    import skimage.data
+
+    return skimage.data.stereo_motorcycle()[0]
+
+
+def _grace_hopper():
+    import matplotlib.cbook
+    import numpy as np
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+uf.DATASETS["tune_photos"] = lambda root, seed: uf.build_patches(
+    root, seed, {"china": _sample_image(0), "flower": _sample_image(1), "motorcycle": _motorcycle,
+                 "grace_hopper": _grace_hopper})
 
 BENCHMARK_SEEDS = range(5)  # the seeds whose digits test splits tune_digits leaves out
 

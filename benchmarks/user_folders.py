@@ -279,7 +279,9 @@ def read_cli_result(root: Path, seed: int, arm: str, out_dir: Path, code: int | 
     result: dict = {"command": " ".join(cli_command(root, seed, arm, summary, config)[1:])}
     if summary.exists():
         info = json.loads(summary.read_text())
-        result.update(test_acc=info.get("test/acc"), steps=info.get("steps"), epochs=info.get("epochs"),
+        # With `ensemble` (the recipe's auto on these folders) the model a user gets is the ensemble.
+        result.update(test_acc=info.get("ensemble/test_acc", info.get("test/acc")), steps=info.get("steps"),
+                      epochs=info.get("epochs"), member_test_acc=info.get("ensemble/member_test_acc"),
                       verdicts=info.get("verdicts", []), pixel_logreg=info.get("baseline/pixel_logreg_acc"),
                       fit_seconds=info.get("fit_seconds"))
         result["one_class"] = any("predicts class" in v for v in result["verdicts"])

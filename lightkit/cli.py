@@ -13,8 +13,9 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # Before albumentations / wandb / huggingface_hub are imported by anything: no update check, no
 # error-reporting probe at exit. HF_HUB_OFFLINE is NOT forced: users with a network keep the hub.
@@ -35,6 +36,7 @@ from lightkit.cli_checks import check_argv, check_ckpt_overrides, check_config_v
 from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
 from lightkit.edge import RunFailed, UsageError, run_at_edge  # noqa: E402
 from lightkit.ensemble import EnsembleResult, ensemble_predict  # noqa: E402
+from lightkit.ensemble_fit import check_ensemble_value, ensemble_size, split_is_seeded, train_members  # noqa: E402
 from lightkit.functional.diagnose import TrainingDiverged  # noqa: E402
 from lightkit.runs import place_run, resolve_checkpoint_keyword  # noqa: E402
 
@@ -93,6 +95,13 @@ class LightkitCLI(LightningCLI):
             help="predict / test: average the softmax of these checkpoints (independent runs or snapshots), "
                  "loaded one at a time; prints each member and the ensemble, writes a CSV in the log dir.",
         )
+        parser.add_argument(
+            "--ensemble", type=int | Literal["auto"], default=1,
+            help="fit: train this many models of the config one after another (seed_everything, +1, +2 ...; the "
+                 "same data split; members 2.. in <run folder>/member_<i>/) and test the mean of their softmax. "
+                 "auto: 3 on a train split of at most 1,000 images on one device, else 1. A rerun reuses finished "
+                 "members.",
+        )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_chans", "model.init_args.in_chans", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -102,6 +111,7 @@ class LightkitCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         _resolve_pretrained_path(cfg)
         check_config_values(cfg)
+        check_ensemble_value(cfg.get("ensemble", 1))
         _drop_lr_monitor_without_logger(cfg)
         self.run_dir = place_run(cfg, self.subcommand) if cfg.get("run_dir") else None
 
@@ -115,6 +125,9 @@ class LightkitCLI(LightningCLI):
         if not any(isinstance(cb, TrainingBudget) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(TrainingBudget())  # counts the steps; warns when far too few
         self._preflight_baseline: Any = None
+        members = self.config[self.subcommand].get("ensemble", 1)
+        if members != "auto":
+            ensemble_size(members, None, self.trainer.world_size)  # refuses N > 1 on several processes, before training
         if self.config[self.subcommand].get("sanity_first"):
             self._sanity_first()
         self._track_config()
@@ -206,9 +219,20 @@ class LightkitCLI(LightningCLI):
             results = {k: float(v) for k, v in (out[0] if out else {}).items()}
         log_dir = trainer.log_dir  # a broadcast from rank zero under DDP: every rank must call it
         counts = self.model.prediction_counts("test") if results and hasattr(self.model, "prediction_counts") else None
+        ensemble = self._ensemble_members(ckpt, bool(results)) if diverged is None and cfg.get("ensemble", 1) != 1 \
+            else None
+        if ensemble is not None and ensemble.metrics:
+            results["ensemble/test_acc"] = ensemble.metrics["acc"]
+            results["ensemble/test_nll"] = ensemble.metrics["nll"]
+            for logger in trainer.loggers:
+                logger.log_metrics({k: v for k, v in results.items() if k.startswith("ensemble/")},
+                                   step=trainer.global_step)
+                logger.save()
         if trainer.is_global_zero:
             extra = _after_fit_checks(trainer, self.datamodule, results, counts, bool(cfg.get("pixel_baseline")),
                                       getattr(self, "_preflight_baseline", None))
+            if ensemble is not None:
+                extra["ensemble"] = ensemble
             if diverged is not None:
                 extra["verdicts"].insert(0, self._diverged_note)
             total = time.perf_counter() - self._t0
@@ -218,6 +242,44 @@ class LightkitCLI(LightningCLI):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(summary, indent=2))
             _finish_wandb(trainer)
+
+    def _ensemble_members(self, ckpt: str, score: bool) -> EnsembleResult | None:
+        """``--ensemble``: train (or reuse) members 2..N after this fit and score the N best checkpoints on the
+        test split (``score``). None when the setting comes out at one model."""
+        cfg = self.config[self.subcommand]
+        trainer = self.trainer
+        try:
+            n_train: int | None = len(trainer.train_dataloader.dataset)  # type: ignore[union-attr, arg-type]
+        except (AttributeError, TypeError):
+            n_train = None
+        count, why = ensemble_size(cfg.get("ensemble", 1), n_train, trainer.world_size)
+        if why:
+            print(f"lightkit: {why}", flush=True)
+        if count < 2:
+            return None
+        if not ckpt or not Path(ckpt).is_file():
+            raise RunFailed("ensemble: this fit saved no checkpoint, and the ensemble averages the members' saved "
+                            "weights: keep a ModelCheckpoint in trainer.callbacks (or --ensemble 1).")
+        seed = cfg.get("seed_everything")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        datamodule = self.datamodule
+        data_seed = getattr(datamodule, "seed", None) if split_is_seeded(datamodule) else None
+        run = Path(self.run_dir or trainer.log_dir or trainer.default_root_dir)
+        ckpts = [ckpt, *train_members(self._argv, seed, count, run, data_seed)]
+        listed = "[" + ",".join(ckpts) + "]"
+        if not score:
+            print(f"lightkit: ensemble of {count}: test it with `test --config ... --ensemble_ckpts \"{listed}\"`",
+                  flush=True)
+            return EnsembleResult(ckpts, torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.long))
+        with warnings.catch_warnings():  # Lightning's note that the fit's callbacks are not in this predict
+            warnings.filterwarnings("ignore", message=".*when using `ckpt_path`, callbacks used to create")
+            result = ensemble_predict(ckpts, datamodule)
+        result.to_csv(run / "ensemble_test.csv", class_names=self.model.hparams.get("class_names"),
+                      items=getattr(datamodule, "predict_items", None))
+        print(f"lightkit: predict with all {count}: `predict --config ... --ensemble_ckpts \"{listed}\" "
+              f"--data.init_args.predict_path <images>`", flush=True)
+        return result
 
     # -- checkpoints -------------------------------------------------------------------------
     def _parse_ckpt_path(self) -> None:
@@ -399,7 +461,8 @@ def _after_fit_checks(trainer: Trainer, datamodule: Any, results: dict[str, floa
             rank_zero_warn(f"lightkit: no pixel baseline: {err}")
         else:
             extra["pixel_baseline"] = result
-            message = below_baseline_message(results["test/acc"], result, trainer.global_step)
+            model_acc = results.get("ensemble/test_acc", results["test/acc"])  # what the user gets: the ensemble's
+            message = below_baseline_message(model_acc, result, trainer.global_step)
             if message:
                 extra["verdicts"].append(message.removeprefix("lightkit: "))
     for line in extra["verdicts"]:
@@ -412,11 +475,21 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
     extra = extra or {}
     summary: dict[str, Any] = {k: v for k, v in results.items()}
     table = Table(title="lightkit run summary", show_header=False)
+    first = " (model 1)" if "ensemble/test_acc" in results else ""
     for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss", "tta/test_acc", "tta/test_nll",
-                "snapshot/test_ensemble_acc", "snapshot/test_ensemble_nll"):
+                "snapshot/test_ensemble_acc", "snapshot/test_ensemble_nll", "ensemble/test_acc", "ensemble/test_nll"):
         if key in results:
             value = results[key]
-            table.add_row(key, f"{100 * value:.2f} %" if "acc" in key or key.endswith("f1") else f"{value:.4f}")
+            shown = f"{100 * value:.2f} %" if "acc" in key or key.endswith("f1") else f"{value:.4f}"
+            table.add_row(key + (first if key.startswith("test/") else ""), shown)
+    ensemble = extra.get("ensemble")
+    if ensemble is not None:
+        accs = [m["acc"] for m in ensemble.member_metrics]
+        if accs:
+            table.add_row(f"test/acc of each of the {len(accs)} models", " / ".join(f"{100 * a:.2f} %" for a in accs))
+        table.add_row("ensemble checkpoints", "\n".join(ensemble.ckpt_paths))
+        summary["ensemble/members"] = list(ensemble.ckpt_paths)
+        summary["ensemble/member_test_acc"] = accs
     baseline = extra.get("pixel_baseline")
     if baseline is not None:
         subset = f", {baseline.n_test} of {baseline.n_test_total} test images" if baseline.n_test_total else ""

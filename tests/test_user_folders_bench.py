@@ -141,7 +141,10 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
 
     (tmp_path / "a").mkdir()
     recipe = printed(REPO / "configs/folder.yaml")
+    # The variants were measured as single models, before the recipe's `ensemble: auto`: they keep the default 1.
+    assert recipe.pop("ensemble") == "auto"
     other = printed(REPO / f"benchmarks/recipe_variants/{variant}.yaml")
+    assert other.pop("ensemble") == 1
     names = [c["class_path"].rsplit(".", 1)[-1] for c in other["trainer"]["callbacks"]]
     monitors = [c["init_args"].get("monitor") for c in other["trainer"]["callbacks"]
                 if "ModelCheckpoint" in c["class_path"]]
