@@ -386,7 +386,8 @@ def table(results: dict, datasets: list[str] | None = None) -> str:
                   f"{sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')})", "",
                   "| arm | seeds | median | worst | per seed | steps | flags |", "|---|---:|---:|---:|---|---:|---|"]
         medians = {}
-        for arm in [a for a in (*ARMS, "recipe_nomix") if a in arms]:  # recipe_nomix: a config variant, by hand
+        # recipe_single: the recipe as one model (before ensemble: auto); recipe_nomix: a config variant, by hand
+        for arm in [a for a in (*ARMS, "recipe_single", "recipe_nomix") if a in arms]:
             runs = sorted(arms[arm], key=lambda r: r["seed"])
             accs = [r["test_acc"] for r in runs]
             medians[arm] = statistics.median(accs)

@@ -36,7 +36,13 @@ from lightkit.cli_checks import check_argv, check_ckpt_overrides, check_config_v
 from lightkit.commands import COMMANDS, command_module, config_commands  # noqa: E402
 from lightkit.edge import RunFailed, UsageError, run_at_edge  # noqa: E402
 from lightkit.ensemble import EnsembleResult, ensemble_predict  # noqa: E402
-from lightkit.ensemble_fit import check_ensemble_value, ensemble_size, split_is_seeded, train_members  # noqa: E402
+from lightkit.ensemble_fit import (  # noqa: E402
+    check_ensemble_value,
+    ensemble_size,
+    split_is_seeded,
+    train_members,
+    train_size,
+)
 from lightkit.functional.diagnose import TrainingDiverged  # noqa: E402
 from lightkit.runs import place_run, resolve_checkpoint_keyword  # noqa: E402
 
@@ -248,11 +254,7 @@ class LightkitCLI(LightningCLI):
         test split (``score``). None when the setting comes out at one model."""
         cfg = self.config[self.subcommand]
         trainer = self.trainer
-        try:
-            n_train: int | None = len(trainer.train_dataloader.dataset)  # type: ignore[union-attr, arg-type]
-        except (AttributeError, TypeError):
-            n_train = None
-        count, why = ensemble_size(cfg.get("ensemble", 1), n_train, trainer.world_size)
+        count, why = ensemble_size(cfg.get("ensemble", 1), train_size(self.datamodule), trainer.world_size)
         if why:
             print(f"lightkit: {why}", flush=True)
         if count < 2:

@@ -25,7 +25,8 @@ from typing import Any
 from lightkit.edge import RunFailed, UsageError
 from lightkit.runs import _RUN_ENV
 
-__all__ = ["AUTO_MAX_TRAIN", "AUTO_MEMBERS", "ensemble_size", "member_command", "split_is_seeded", "train_members"]
+__all__ = ["AUTO_MAX_TRAIN", "AUTO_MEMBERS", "ensemble_size", "member_command", "split_is_seeded", "train_members",
+           "train_size"]
 
 AUTO_MEMBERS = 3
 AUTO_MAX_TRAIN = 1000  # train images; above it one fit has enough data, and N fits cost N times as much
@@ -71,6 +72,18 @@ def ensemble_size(value: int | str, n_train: int | None, world_size: int) -> tup
                               f"{AUTO_MEMBERS} (about a point of accuracy on small folders; --ensemble 1 for one "
                               f"model)")
     return 1, f"ensemble auto: one model ({n_train} training images > {AUTO_MAX_TRAIN:,})"
+
+
+def train_size(datamodule: Any) -> int | None:
+    """Images in the train split: a lightkit data module's ``split_sizes``, else the length of its train loader's
+    dataset; None when it has none (a streaming dataset without a length)."""
+    try:
+        sizes = getattr(datamodule, "split_sizes", None)
+        if sizes is not None:
+            return int(sizes()["train"])
+        return len(datamodule.train_dataloader().dataset)
+    except (AttributeError, TypeError, KeyError, NotImplementedError):
+        return None
 
 
 def split_is_seeded(datamodule: Any) -> bool:

@@ -26,6 +26,7 @@ from lightkit.ensemble_fit import (
     ensemble_size,
     member_command,
     split_is_seeded,
+    train_size,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +95,18 @@ def test_split_is_seeded_only_when_the_seed_picks_the_split(tmp_path: Path) -> N
     split = ImageFolderDataModule(_digits(tmp_path / "split", 8, splits=True), image_size=16)
     few = ImageFolderDataModule(tmp_path / "split", image_size=16, samples_per_class=2)
     assert split_is_seeded(flat) and not split_is_seeded(split) and split_is_seeded(few)
+    # ensemble: auto counts the train split (8 per class x 3: 6 train + 2 val + 2 test per class in folders).
+    assert train_size(split) == 12 and train_size(few) == 6 and train_size(flat) == flat.split_sizes()["train"] > 0
+
+    class Plain:
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(list(range(7)))
+
+    class Endless:
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.utils.data.IterableDataset())
+
+    assert train_size(Plain()) == 7 and train_size(Endless()) is None
 
 
 def test_bad_ensemble_values_stop_before_training(tmp_path: Path) -> None:
