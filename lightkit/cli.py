@@ -255,7 +255,7 @@ class LightkitCLI(LightningCLI):
         cfg = self.config[self.subcommand]
         trainer = self.trainer
         count, why = ensemble_size(cfg.get("ensemble", 1), train_size(self.datamodule), trainer.world_size)
-        if why:
+        if why and trainer.is_global_zero:
             print(f"lightkit: {why}", flush=True)
         if count < 2:
             return None

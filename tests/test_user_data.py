@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,8 +205,9 @@ def test_folder_recipe_runs_from_another_folder(tmp_path: Path) -> None:
     ckpt = Path(summary["checkpoint"])  # the run folder lives under the working directory, not the repository
     assert ckpt.is_file() and ckpt.is_relative_to((work / "runs" / "folder").resolve())
     assert "pixel baseline (logistic regression" in proc.stdout
-    # ensemble: auto on 36 images: three models, members 2 and 3 in the run folder, the ensemble scored.
-    assert "ensemble auto: 36 training images" in proc.stdout and len(summary["ensemble/members"]) == 3
+    # ensemble: auto on 36 images (about 25 in train): three models, members 2-3 in the run folder, ensemble scored.
+    found = re.search(r"ensemble auto: (\d+) training images", proc.stdout)  # the 70 % train split of 36
+    assert found and 20 <= int(found.group(1)) <= 30 and len(summary["ensemble/members"]) == 3
     assert all(Path(p).is_file() for p in summary["ensemble/members"]) and 0.0 <= summary["ensemble/test_acc"] <= 1.0
     assert (ckpt.parent.parent / "member_2" / "member.json").is_file()
 
