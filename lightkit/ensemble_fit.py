@@ -87,13 +87,11 @@ def train_size(datamodule: Any) -> int | None:
 
 
 def split_is_seeded(datamodule: Any) -> bool:
-    """Whether the data module's ``seed`` decides which images are train / val / test. True when unknown and the
-    module has a ``seed`` (the safe side: members then get member 0's)."""
-    pools = getattr(datamodule, "_get_pools", None)
-    if pools is None:
-        return hasattr(datamodule, "seed")
-    have = pools()
-    return not ("val" in have and "test" in have) or getattr(datamodule, "samples_per_class", None) is not None
+    """Whether the data module's ``seed`` decides which images are train / val / test (a lightkit data module's
+    ``seed_picks_split``). True when unknown and the module has a ``seed`` (the safe side: members then get member
+    0's)."""
+    picks = getattr(datamodule, "seed_picks_split", None)
+    return bool(picks()) if picks is not None else hasattr(datamodule, "seed")
 
 
 def member_command(argv: list[str], seed: int, index: int, folder: Path, data_seed: int | None) -> list[str]:
@@ -132,8 +130,9 @@ def train_members(argv: list[str], seed: int, count: int, run: Path, data_seed: 
         folder = run / f"member_{index}"
         command = member_command(argv, seed, index, folder, data_seed)
         done, summary = folder / "member.json", folder / "member_summary.json"
-        if done.is_file() and json.loads(done.read_text()).get("command") == command:
-            best = json.loads(done.read_text())["checkpoint"]
+        record = json.loads(done.read_text()) if done.is_file() else {}
+        if record.get("command") == command:
+            best = record["checkpoint"]
             say(f"lightkit: ensemble member {index + 1} of {count} (seed {seed + index}): done before, reused ({best})")
             ckpts.append(best)
             continue

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,6 +96,13 @@ def test_split_is_seeded_only_when_the_seed_picks_the_split(tmp_path: Path) -> N
     split = ImageFolderDataModule(_digits(tmp_path / "split", 8, splits=True), image_size=16)
     few = ImageFolderDataModule(tmp_path / "split", image_size=16, samples_per_class=2)
     assert split_is_seeded(flat) and not split_is_seeded(split) and split_is_seeded(few)
+    # The rule is the data module's own: the seed moves the train images exactly when it says so.
+    for module, root, kw in ((flat, tmp_path / "flat", {}), (split, tmp_path / "split", {}),
+                             (few, tmp_path / "split", {"samples_per_class": 2})):
+        other = ImageFolderDataModule(root, image_size=16, seed=module.seed + 1, **kw)
+        moved = not np.array_equal(module._get_splits()["train"][1], other._get_splits()["train"][1])
+        assert moved == split_is_seeded(module)
+    assert split_is_seeded(SimpleNamespace(seed=3)) and not split_is_seeded(SimpleNamespace())
     # ensemble: auto counts the train split (8 per class x 3: 6 train + 2 val + 2 test per class in folders).
     assert train_size(split) == 12 and train_size(few) == 6 and train_size(flat) == flat.split_sizes()["train"] > 0
 

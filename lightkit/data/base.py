@@ -374,6 +374,12 @@ class BaseImageDataModule(LightningDataModule):
         self._splits = splits
         return splits
 
+    def seed_picks_split(self) -> bool:
+        """Whether ``seed`` decides which images are train / val / test: a split cut from ``train`` (no ``val`` or
+        no ``test`` folder) or a few-shot selection (``samples_per_class``), as :meth:`_get_splits` does."""
+        pools = self._get_pools()
+        return not ("val" in pools and "test" in pools) or self.samples_per_class is not None
+
     def split_sizes(self) -> dict[str, int]:
         """Images per split (``train`` after the few-shot selection)."""
         return {s: len(idx) for s, (_, idx) in self._get_splits().items()}
