@@ -28,19 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import user_folders as uf  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-MEMBERS = (1, 2)
 
 
 def member_dir(work: Path, dataset: str, seed: int, index: int) -> Path:
     return work / "members" / dataset / f"seed{seed}" / f"m{index}"
 
 
-def fit_members(work: Path, datasets: list[str], seeds: list[int]) -> None:
+def fit_members(work: Path, datasets: list[str], seeds: list[int], models: int) -> None:
+    """Models 2..``models`` per folder (member index 1..models-1, seed S+index); finished ones are kept."""
     env = {**os.environ, **uf.OFFLINE_ENV}
     for dataset in datasets:
         for seed in seeds:
             root = uf.dataset_dir(work, dataset, seed)
-            for index in MEMBERS:
+            for index in range(1, models):
                 out = member_dir(work, dataset, seed, index)
                 if (out / "summary.json").exists():
                     continue
@@ -58,8 +58,9 @@ def fit_members(work: Path, datasets: list[str], seeds: list[int]) -> None:
                       f"({time.time() - t0:.0f} s)", flush=True)
 
 
-def score(work: Path, single_logs: Path, results_path: Path, single_root: Path = REPO) -> None:
-    """Arm ``recipe`` = the three-model ensemble; the single-model ``recipe`` runs become ``recipe_single``."""
+def score(work: Path, single_logs: Path, results_path: Path, single_root: Path = REPO, models: int = 3,
+          arm: str = "recipe") -> None:
+    """Arm ``arm`` = the ``models``-model ensemble; the single-model ``recipe`` runs become ``recipe_single``."""
     results = uf.load_results(results_path)
     for run in results["runs"]:
         if run["arm"] == "recipe" and "member_test_acc" not in run:
@@ -68,7 +69,7 @@ def score(work: Path, single_logs: Path, results_path: Path, single_root: Path =
     singles = {(r["dataset"], r["seed"]): r for r in results["runs"] if r["arm"] == "recipe_single"}
     for (dataset, seed), single in sorted(singles.items()):
         log = single_logs / dataset / f"seed{seed}" / "recipe.log"
-        members = [member_dir(work, dataset, seed, i) for i in MEMBERS]
+        members = [member_dir(work, dataset, seed, i) for i in range(1, models)]
         if not log.exists() or not all((m / "summary.json").exists() for m in members):
             continue
         first = single_root / re.search(r"runs/folder/version_\d+", log.read_text()).group(0) / "checkpoints/best.ckpt"
@@ -79,17 +80,17 @@ def score(work: Path, single_logs: Path, results_path: Path, single_root: Path =
                "false", "--run_dir", str(work / "ensemble_scores" / f"{dataset}_s{seed}")]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         accs = [float(v) for v in re.findall(r"^best\.ckpt\s+([\d.]+)", proc.stdout, re.M)]
-        found = re.search(r"^ensemble \(3\)\s+([\d.]+)\s+([\d.]+)", proc.stdout, re.M)
-        if proc.returncode != 0 or found is None or len(accs) != 3:
+        found = re.search(rf"^ensemble \({models}\)\s+([\d.]+)\s+([\d.]+)", proc.stdout, re.M)
+        if proc.returncode != 0 or found is None or len(accs) != models:
             raise SystemExit(f"scoring {dataset} seed {seed} failed: {proc.stderr.strip().splitlines()[-1:]}")
         if abs(accs[0] - single["test_acc"]) > 1e-3:
             raise SystemExit(f"{dataset} seed {seed}: member 1 scores {accs[0]}, the recipe run {single['test_acc']}")
-        run = {**single, "arm": "recipe", "test_acc": float(found.group(1)), "test_nll": float(found.group(2)),
+        run = {**single, "arm": arm, "test_acc": float(found.group(1)), "test_nll": float(found.group(2)),
                "member_test_acc": accs, "members": ckpts,
                "command": single["command"].replace(" --summary_json", " --ensemble auto --summary_json"),
-               "composed": "member 1 = the recipe_single run; members 2-3 from benchmarks/ensemble_members.py fit"}
+               "composed": f"member 1 = the recipe_single run; members 2-{models} from ensemble_members.py fit"}
         uf.merge(results, run)
-        print(f"{dataset} seed {seed}: ensemble {100 * run['test_acc']:.1f} % (models "
+        print(f"{dataset} seed {seed}: {arm}, ensemble {100 * run['test_acc']:.1f} % (models "
               f"{', '.join(f'{100 * a:.1f}' for a in accs)})", flush=True)
     results_path.write_text(json.dumps(results, indent=1))
 
@@ -104,15 +105,17 @@ def main() -> None:
     parser.add_argument("--single_root", type=Path, default=REPO,
                         help="score: the checkout the recipe runs ran in (their logs name runs/folder/version_N)")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("user_folders_results.json"))
+    parser.add_argument("--models", type=int, default=3, help="models per ensemble (member 1 included)")
+    parser.add_argument("--arm", default="recipe", help="score: the arm the ensembles are merged as")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     print(f"load average at start: {os.getloadavg()}", flush=True)
     if args.step == "fit":
-        fit_members(args.work, args.datasets, args.seeds)
+        fit_members(args.work, args.datasets, args.seeds, args.models)
     else:
-        score(args.work, args.single_logs or args.work / "logs", args.results, args.single_root)
+        score(args.work, args.single_logs or args.work / "logs", args.results, args.single_root, args.models, args.arm)
 
 
 if __name__ == "__main__":

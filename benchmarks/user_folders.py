@@ -363,6 +363,25 @@ def run_fastai(root: Path, seed: int, steps: int, flip: bool = True, batch_size:
 
 
 # -- results -----------------------------------------------------------------------------------------
+# Issue 16's accuracy goals for the recipe beyond "at or above the best peer": (median, worst), % of the test split.
+GOALS = {"digits5": (93.0, None), "digits10": (97.5, 96.0)}
+
+
+def goal_line(dataset: str, accs: list[float], n_test: int | None) -> str | None:
+    """The goal's verdict with the exact figures (a median of 97.49 % prints as 97.5 % at one decimal)."""
+    if dataset not in GOALS:
+        return None
+    median, worst = statistics.median(accs), min(accs)
+
+    def shown(acc: float) -> str:
+        return f"{100 * acc:.2f} %" + (f" ({round(acc * n_test)}/{n_test})" if n_test else "")
+
+    wanted = [("median", median, GOALS[dataset][0]), ("worst", worst, GOALS[dataset][1])]
+    parts = [f"{name} {shown(acc)} >= {goal} %" for name, acc, goal in wanted if goal is not None]
+    met = all(100 * acc >= goal - 1e-9 for _, acc, goal in wanted if goal is not None)
+    return f"goal (issue 16): {', '.join(parts)}: **{'met' if met else 'not met'}**"
+
+
 def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"runs": [], "invocations": []}
 
@@ -386,8 +405,9 @@ def table(results: dict, datasets: list[str] | None = None) -> str:
                   f"{sizes.get('train', '?')}/{sizes.get('val', '?')}/{sizes.get('test', '?')})", "",
                   "| arm | seeds | median | worst | per seed | steps | flags |", "|---|---:|---:|---:|---|---:|---|"]
         medians = {}
-        # recipe_single: the recipe as one model (before ensemble: auto); recipe_nomix: a config variant, by hand
-        for arm in [a for a in (*ARMS, "recipe_single", "recipe_nomix") if a in arms]:
+        # then the extra arms, e.g. recipe_single: the recipe as one model (before ensemble: auto); recipe_3models:
+        # the ensemble of three; recipe_nomix: a config variant, by hand
+        for arm in [a for a in ARMS if a in arms] + sorted(a for a in arms if a not in ARMS):
             runs = sorted(arms[arm], key=lambda r: r["seed"])
             accs = [r["test_acc"] for r in runs]
             medians[arm] = statistics.median(accs)
@@ -408,6 +428,9 @@ def table(results: dict, datasets: list[str] | None = None) -> str:
             lines.append(f"\nrecipe {100 * medians['recipe']:.1f} % vs best of {'/'.join(peers)} = {best} "
                          f"{100 * peers[best]:.1f} % (seed medians; seeds: "
                          f"{', '.join(f'{a} {n}' for a, n in seeds.items())}): **{'at or above' if ok else 'below'}**")
+            goal = goal_line(ds, [r["test_acc"] for r in arms["recipe"]], sizes.get("test"))
+            if goal:
+                lines.append(goal)
         elif peers:
             lines.append("\nrecipe: not run")
         lines.append("")

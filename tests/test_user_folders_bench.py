@@ -123,7 +123,18 @@ def test_table_and_merge(bench, tmp_path) -> None:
     assert ("| recipe | 3 | 90.0 % | 10.0 % | 0: 90.0, 1: 10.0, 2: 95.0 | 400-402 |" in text
             and "seed 1: near chance" in text)
     assert "seed 2: one class" in text and "**at or above**" in text
+    assert "goal (issue 16): median 90.00 % (323/359) >= 93.0 %: **not met**" in text
     json.dumps(results)
+
+
+def test_goal_line_counts_images_not_rounded_percents(bench) -> None:
+    # 350/359 = 97.49 % prints as 97.5 % at one decimal; the goal line must say "not met".
+    line = bench.goal_line("digits10", [350 / 359, 351 / 359, 348 / 359], 359)
+    assert line == ("goal (issue 16): median 97.49 % (350/359) >= 97.5 %, worst 96.94 % (348/359) >= 96.0 %: "
+                    "**not met**")
+    assert bench.goal_line("digits10", [351 / 359, 352 / 359, 345 / 359], 359).endswith("**met**")
+    assert bench.goal_line("digits10", [351 / 359, 352 / 359, 344 / 359], 359).endswith("**not met**")  # 95.8 %
+    assert bench.goal_line("lfw", [1.0], 40) is None
 
 
 @pytest.mark.parametrize("variant", ["ema", "last", "long", "flips", "nomix", "strong"])
