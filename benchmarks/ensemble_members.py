@@ -24,10 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO)]
 import user_folders as uf  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from lightkit.ensemble_fit import AUTO_MEMBERS  # noqa: E402
 
 
 def member_dir(work: Path, dataset: str, seed: int, index: int) -> Path:
@@ -58,7 +59,7 @@ def fit_members(work: Path, datasets: list[str], seeds: list[int], models: int) 
                       f"({time.time() - t0:.0f} s)", flush=True)
 
 
-def score(work: Path, single_logs: Path, results_path: Path, single_root: Path = REPO, models: int = 3,
+def score(work: Path, single_logs: Path, results_path: Path, single_root: Path = REPO, models: int = AUTO_MEMBERS,
           arm: str = "recipe") -> None:
     """Arm ``arm`` = the ``models``-model ensemble; the single-model ``recipe`` runs become ``recipe_single``."""
     results = uf.load_results(results_path)
@@ -105,7 +106,8 @@ def main() -> None:
     parser.add_argument("--single_root", type=Path, default=REPO,
                         help="score: the checkout the recipe runs ran in (their logs name runs/folder/version_N)")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("user_folders_results.json"))
-    parser.add_argument("--models", type=int, default=3, help="models per ensemble (member 1 included)")
+    parser.add_argument("--models", type=int, default=AUTO_MEMBERS,
+                        help="models per ensemble, member 1 included (default: what ensemble: auto trains)")
     parser.add_argument("--arm", default="recipe", help="score: the arm the ensembles are merged as")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()

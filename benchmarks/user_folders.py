@@ -376,9 +376,10 @@ def goal_line(dataset: str, accs: list[float], n_test: int | None) -> str | None
     def shown(acc: float) -> str:
         return f"{100 * acc:.2f} %" + (f" ({round(acc * n_test)}/{n_test})" if n_test else "")
 
-    wanted = [("median", median, GOALS[dataset][0]), ("worst", worst, GOALS[dataset][1])]
-    parts = [f"{name} {shown(acc)} >= {goal} %" for name, acc, goal in wanted if goal is not None]
-    met = all(100 * acc >= goal - 1e-9 for _, acc, goal in wanted if goal is not None)
+    wanted = [(name, acc, goal) for name, acc, goal in zip(("median", "worst"), (median, worst), GOALS[dataset],
+                                                             strict=True) if goal is not None]
+    parts = [f"{name} {shown(acc)} >= {goal} %" for name, acc, goal in wanted]
+    met = all(100 * acc >= goal - 1e-9 for _, acc, goal in wanted)
     return f"goal (issue 16): {', '.join(parts)}: **{'met' if met else 'not met'}**"
 
 
