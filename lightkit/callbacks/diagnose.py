@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -56,6 +57,13 @@ class Finding:
     layers: list[str] = field(default_factory=list)
 
 
+def _current_lr(trainer: Trainer) -> float:
+    """The largest LR of the first optimizer's groups (discriminative LRs move together under one schedule)."""
+    optimizers = getattr(trainer, "optimizers", None) or []
+    groups = optimizers[0].param_groups if optimizers else []
+    return max((float(g["lr"]) for g in groups), default=math.nan)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -98,10 +106,15 @@ class Diagnose(Callback):
       for the whole batch, or ``saturated_fraction`` of its tanh / sigmoid outputs saturated. Measured
       by this callback's own forward hooks, attached on check steps only.
     - ``overfitting``: validation loss above its best for ``overfit_patience`` evaluations while the
-      training loss kept falling (:func:`lightkit.functional.stats.overfitting`).
+      training loss kept falling, and the LR is not above its value at the best evaluation (a warmup or a
+      one-cycle's rising half lifts the validation loss by itself; :func:`lightkit.functional.stats.overfitting`).
+      When a ``ModelCheckpoint`` keeps the best weights by the same validation loss (``mode: min``), the
+      finding is an info line, not a warning: those weights are from before the rise (the lightkit CLI tests
+      the best checkpoint after ``fit``).
     - ``noisy_loss``: detrended coefficient of variation of the last ``window`` step losses at least
       ``noise_cv`` (:func:`lightkit.functional.stats.loss_noise`), ignored once the loss is under 5 %
-      of its initial value.
+      of its initial value. Not checked while :class:`~lightkit.callbacks.mixing.MixUpCutMix` is in the
+      trainer's callbacks: a mixed batch's loss differs from a clean one's by design (one info line says so).
     - ``loss_not_decreasing``: after ``plateau_steps`` steps the mean of the last ``window`` losses has
       not fallen ``min_decrease`` below the mean of the first 10.
 
@@ -201,6 +214,7 @@ class Diagnose(Callback):
         self._params: list[tuple[str, torch.nn.Parameter]] = []
         self._batch_step = 0
         self._due = False
+        self._check_noise = True  # off in setup when MixUpCutMix mixes the batches
         self._grads: Tensor | None = None
         self._has_grad: list[bool] = []
 
@@ -213,6 +227,7 @@ class Diagnose(Callback):
         self.since_eval = [0.0, 0]
         self.eval_train: list[float] = []
         self.eval_val: list[float] = []
+        self.eval_lr: list[float] = []  # the (largest group's) LR at each evaluation; NaN when unknown
         self.nonfinite_step: int | None = None
         self.nonfinite_value: str | None = None  # "nan" / "inf" / "-inf": a string so states compare equal
         self.divergence: str = "nonfinite_loss"  # which kind of divergence nonfinite_step records
@@ -236,6 +251,13 @@ class Diagnose(Callback):
             )
         self._recorder = ActivationRecorder(modules) if modules else None
         self._params = list(pl_module.named_parameters())
+        from lightkit.callbacks.mixing import MixUpCutMix
+
+        mixing = next((cb for cb in trainer.callbacks if isinstance(cb, MixUpCutMix)), None)
+        self._check_noise = mixing is None
+        if mixing is not None:
+            rank_zero_info(f"Diagnose: noisy_loss not checked: MixUpCutMix mixes {mixing.prob:.0%} of training "
+                           "batches, so the step loss varies by design.")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # A resumed run starts from a checkpoint saved at this step: it is a good one.
@@ -301,15 +323,22 @@ class Diagnose(Callback):
             return
         self.eval_train.append(self.since_eval[0] / self.since_eval[1])
         self.eval_val.append(float(value))
+        self.eval_lr.append(_current_lr(trainer))
         self.since_eval = [0.0, 0]
-        if overfitting(self.eval_train, self.eval_val, self.overfit_patience):
+        if overfitting(self.eval_train, self.eval_val, self.overfit_patience, self.eval_lr):
             best = min(range(len(self.eval_val)),
                        key=lambda i: self.eval_val[i] if math.isfinite(self.eval_val[i]) else math.inf)
-            self._warn("overfitting", trainer.global_step, message(
+            text = message(
                 "overfitting", self._terms, best=self.eval_val[best], since=len(self.eval_val) - 1 - best,
                 now=self.eval_val[-1], train_then=self.eval_train[best], train_now=self.eval_train[-1],
                 key=self.val_loss,
-            ))
+            )
+            if self._keeps_best(trainer):
+                text = (text.split(": overfitting.")[0] + f": overfitting; a ModelCheckpoint keeps the best "
+                        f"{self.val_loss} weights, from before the rise (test them: ckpt_path='best').")
+                self._warn("overfitting", trainer.global_step, text, note=True)
+            else:
+                self._warn("overfitting", trainer.global_step, text)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer, keep_last=False)
@@ -458,7 +487,7 @@ class Diagnose(Callback):
                     self._warn("no_gradient", step,
                                message("no_gradient", terms, count=len(missing), step=step, layers=name_list(missing)),
                                missing)
-        if len(self.recent) == self.window and math.isfinite(start) and now >= 0.05 * start:
+        if self._check_noise and len(self.recent) == self.window and math.isfinite(start) and now >= 0.05 * start:
             cv = loss_noise(list(self.recent))
             if math.isfinite(cv) and cv >= self.noise_cv:
                 self._warn("noisy_loss", step,
@@ -467,13 +496,20 @@ class Diagnose(Callback):
             self._warn("loss_not_decreasing", step,
                        message("loss_not_decreasing", terms, seen=self.seen, now=now, initial=start))
 
-    def _warn(self, kind: DiagnosisKind, step: int, message: str, layers: list[str] | None = None) -> None:
+    def _keeps_best(self, trainer: Trainer) -> bool:
+        """Whether a ModelCheckpoint saves the weights with the lowest ``val_loss``."""
+        return any(isinstance(cb, ModelCheckpoint) and cb.monitor == self.val_loss and cb.mode == "min"
+                   for cb in getattr(trainer, "callbacks", []))
+
+    def _warn(self, kind: DiagnosisKind, step: int, message: str, layers: list[str] | None = None,
+              note: bool = False) -> None:
+        """Record a finding and warn (``note``: an info line: the run already handles it)."""
         last = self.last_warned.get(kind)
         if last is not None and step - last < self.warn_every_n_steps:
             return
         self.last_warned[kind] = step
         self.findings.append(Finding(kind, step, message, list(layers or [])))
-        rank_zero_warn(message)
+        (rank_zero_info if note else rank_zero_warn)(message)
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -488,6 +524,7 @@ class Diagnose(Callback):
             "since_eval": list(self.since_eval),
             "eval_train": list(self.eval_train),
             "eval_val": list(self.eval_val),
+            "eval_lr": list(self.eval_lr),
             "nonfinite_step": self.nonfinite_step,
             "nonfinite_value": self.nonfinite_value,
             "divergence": self.divergence,
@@ -506,6 +543,7 @@ class Diagnose(Callback):
         self.since_eval = [float(state_dict["since_eval"][0]), int(state_dict["since_eval"][1])]
         self.eval_train = [float(v) for v in state_dict["eval_train"]]
         self.eval_val = [float(v) for v in state_dict["eval_val"]]
+        self.eval_lr = [float(v) for v in state_dict.get("eval_lr", [math.nan] * len(self.eval_val))]
         self.nonfinite_step = state_dict["nonfinite_step"]
         self.nonfinite_value = state_dict["nonfinite_value"]
         self.divergence = str(state_dict.get("divergence", "nonfinite_loss"))

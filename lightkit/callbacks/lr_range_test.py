@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightkit.callbacks._monitor import PAUSE_MONITOR_FLAG, log_image, new_figure, save_figure, step_loss
 from lightkit.callbacks.mixing import PAUSE_FLAG
@@ -280,10 +280,11 @@ class LRRangeTest(Callback):
                 raise ValueError("LRRangeTest: the train loader is empty; the range test needs batches.")
             passes += 1
             if passes == 1:  # once per sweep, not once per pass over a 2-batch loader
-                rank_zero_warn(
-                    f"LRRangeTest: the train loader has {seen} batches, fewer than "
-                    f"num_steps={self.num_steps}; "
-                    f"cycling it (lower num_steps to avoid repeating batches)."
+                # Expected on a small folder (the user-folder recipe sweeps 100 steps over 2-5 batches, and its
+                # suggestions were as good as any fixed LR there), so a fact, not a warning.
+                rank_zero_info(
+                    f"LRRangeTest: the train loader has {seen} batches, fewer than num_steps={self.num_steps}; "
+                    f"the sweep cycles them (up to {-(-self.num_steps // seen)} passes)."
                 )
 
     # -- results -----------------------------------------------------------------------------

@@ -372,7 +372,9 @@ def not_decreasing(initial: Sequence[float], recent: Sequence[float], min_decrea
     return now >= start * (1.0 - min_decrease) if start > 0 else now >= start
 
 
-def overfitting(train_losses: Sequence[float], val_losses: Sequence[float], patience: int = 3) -> bool:
+def overfitting(
+    train_losses: Sequence[float], val_losses: Sequence[float], patience: int = 3, lrs: Sequence[float] | None = None
+) -> bool:
     """Whether validation loss has stayed above its best for ``patience`` evaluations while training loss kept falling.
 
     ``train_losses[i]`` and ``val_losses[i]`` belong to evaluation ``i`` (the training loss averaged over
@@ -380,18 +382,28 @@ def overfitting(train_losses: Sequence[float], val_losses: Sequence[float], pati
     the latest validation loss is above it, and the latest training loss is below the training loss at
     that best evaluation (the gap widens: regularise, or stop early at the best checkpoint).
 
+    ``lrs[i]``, when given, is the learning rate at evaluation ``i``. A latest LR above the LR at the best
+    evaluation is not overfitting: a schedule that raises the LR (a warmup, the first part of a one-cycle, a
+    cyclical LR's upswing) lifts the validation loss by itself, and it falls again as the LR comes down.
+
     Raises:
         ValueError: ``patience`` < 1 or the sequences differ in length.
     """
     if patience < 1:
         raise ValueError(f"overfitting: patience={patience} must be >= 1 evaluation.")
-    if len(train_losses) != len(val_losses):
+    if len(train_losses) != len(val_losses) or (lrs is not None and len(lrs) != len(val_losses)):
+        lr_part = f" and {len(lrs)} LRs" if lrs is not None else ""
         raise ValueError(
-            f"overfitting: {len(train_losses)} train and {len(val_losses)} val losses; give one pair per evaluation."
+            f"overfitting: {len(train_losses)} train and {len(val_losses)} val losses{lr_part}; give one of each "
+            "per evaluation."
         )
-    pairs = [(t, v) for t, v in zip(train_losses, val_losses, strict=True) if math.isfinite(t) and math.isfinite(v)]
+    rates = list(lrs) if lrs is not None else [0.0] * len(val_losses)
+    pairs = [(t, v, r) for t, v, r in zip(train_losses, val_losses, rates, strict=True)
+             if math.isfinite(t) and math.isfinite(v)]
     if len(pairs) <= patience:
         return False
     best = min(range(len(pairs)), key=lambda i: pairs[i][1])
-    last_train, last_val = pairs[-1]
+    last_train, last_val, last_lr = pairs[-1]
+    if last_lr > pairs[best][2]:
+        return False
     return len(pairs) - 1 - best >= patience and last_val > pairs[best][1] and last_train < pairs[best][0]

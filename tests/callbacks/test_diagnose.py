@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import re
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightkit.callbacks.diagnose import Diagnose, TrainingDiverged
+from lightkit.callbacks.mixing import MixUpCutMix
 from lightkit.models.classifier import ImageClassifier
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -190,6 +194,73 @@ def test_overfitting_from_train_falling_and_val_rising() -> None:
     with pytest.warns(UserWarning, match=r"overfitting\. Regularise .*model\.init_args\.dropout"):
         _validate(diagnose, trainer, 1.8)
     assert _kinds(diagnose) == ["overfitting"] and diagnose.findings[0].step == 20
+
+
+def _validate_at_lr(diagnose: Diagnose, trainer: SimpleNamespace, val_loss: float, lr: float) -> None:
+    trainer.optimizers = [SimpleNamespace(param_groups=[{"lr": lr / 10}, {"lr": lr}])]  # discriminative groups
+    _validate(diagnose, trainer, val_loss)
+
+
+def test_overfitting_waits_while_the_lr_rises() -> None:
+    # A one-cycle warmup: the validation loss is above its best for two evaluations while the LR still climbs.
+    diagnose, trainer = Diagnose(overfit_patience=2), _fake_trainer()
+    for i, (val, lr) in enumerate([(1.9, 0.1), (1.6, 0.2), (1.7, 0.5), (1.8, 1.0)]):
+        _feed(diagnose, trainer, [2.0 - 0.2 * i] * 5)
+        _validate_at_lr(diagnose, trainer, val, lr)
+    assert diagnose.findings == [] and diagnose.eval_lr == [0.1, 0.2, 0.5, 1.0]
+    # Annealed below the LR of the best evaluation, the same rise is overfitting.
+    _feed(diagnose, trainer, [1.1] * 5)
+    with pytest.warns(UserWarning, match=r"overfitting\. Regularise"):
+        _validate_at_lr(diagnose, trainer, 1.9, 0.15)
+    assert _kinds(diagnose) == ["overfitting"]
+    # The LRs are part of the state: a resumed run compares against the same best evaluation's LR.
+    resumed = Diagnose(overfit_patience=2)
+    resumed.load_state_dict(diagnose.state_dict())
+    assert resumed.eval_lr == [0.1, 0.2, 0.5, 1.0, 0.15]
+    old = {k: v for k, v in diagnose.state_dict().items() if k != "eval_lr"}  # a checkpoint from before eval_lr
+    resumed.load_state_dict(old)
+    assert len(resumed.eval_lr) == 5 and all(math.isnan(v) for v in resumed.eval_lr)
+
+
+@pytest.mark.parametrize(("monitor", "mode", "note"), [("val/loss", "min", True), ("val/acc", "max", False)])
+def test_overfitting_is_an_info_line_when_the_best_checkpoint_is_kept(
+    monitor: str, mode: str, note: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    diagnose, trainer = Diagnose(overfit_patience=2), _fake_trainer()
+    trainer.callbacks = [ModelCheckpoint(monitor=monitor, mode=mode)]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        for i, val in enumerate([1.9, 1.6, 1.7, 1.8]):
+            _feed(diagnose, trainer, [2.0 - 0.2 * i] * 5)
+            _validate(diagnose, trainer, val)
+    assert _kinds(diagnose) == ["overfitting"]
+    warned = [str(w.message) for w in caught if "overfitting" in str(w.message)]
+    logged = [r.getMessage() for r in caplog.records if "overfitting" in r.getMessage()]
+    if note:  # the recipe's case: the weights tested are from before the rise
+        assert warned == [] and logged == [diagnose.findings[0].message]
+        assert re.search(r"above its best 1\.6 for 2 evaluations \(now 1\.8\) .*: overfitting; a ModelCheckpoint keeps "
+                         r"the best val/loss weights", logged[0])
+    else:
+        assert len(warned) == 1 and "Regularise" in warned[0]
+
+
+def test_noisy_loss_is_not_checked_while_batches_are_mixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # MixUp/CutMix on half the batches: mixed and clean batches' losses differ by design.
+    diagnose = Diagnose(every_n_steps=5, window=10, plateau_steps=1000)
+    mixing = MixUpCutMix(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5)
+    with caplog.at_level(logging.INFO):
+        diagnose.setup(Trainer(default_root_dir=tmp_path, logger=False, callbacks=[mixing, diagnose]), Net(), "fit")
+    assert any(r.getMessage() == "Diagnose: noisy_loss not checked: MixUpCutMix mixes 50% of training batches, so "
+               "the step loss varies by design." for r in caplog.records)
+    trainer = _fake_trainer()
+    _feed(diagnose, trainer, [0.5, 3.0] * 30)
+    assert diagnose.findings == []
+    # Without it the same losses are reported.
+    plain = Diagnose(every_n_steps=5, window=10, plateau_steps=1000)
+    plain.setup(Trainer(default_root_dir=tmp_path, logger=False, callbacks=[plain]), Net(), "fit")
+    with pytest.warns(UserWarning, match=r"very noisy"):
+        _feed(plain, _fake_trainer(), [0.5, 3.0] * 30)
+    assert _kinds(plain)[:1] == ["noisy_loss"]
 
 
 def test_noisy_loss_warns_once_per_interval() -> None:

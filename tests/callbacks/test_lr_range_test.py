@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +227,18 @@ def test_resume_does_not_sweep_again(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert _lrs(trainer2)["head"] == pytest.approx(first.results["lr"])
 
 
-def test_short_loader_is_cycled_with_a_warning(tmp_path: Path) -> None:
+def test_short_loader_is_cycled_with_an_info_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A small folder (the user-folder recipe: 100 steps over 2-5 batches) cycles its loader by design: an info
+    # line, not a warning that tells the user to undo the recipe.
     callback = LRRangeTest(**SWEEP)
-    with pytest.warns(UserWarning, match=r"has 2 batches, fewer than num_steps=6; cycling it"):
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
         _fit(_model(), [callback], tmp_path, max_steps=1, loader=_loader(8, 4))
     assert len(callback.results["lrs"]) == 6
+    assert [r.getMessage() for r in caplog.records if "cycles them" in r.getMessage()] == [
+        "LRRangeTest: the train loader has 2 batches, fewer than num_steps=6; the sweep cycles them (up to 3 passes)."
+    ]
+    assert not [w for w in caught if "batches" in str(w.message)]
 
 
 @pytest.mark.parametrize(

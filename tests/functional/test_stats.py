@@ -170,6 +170,11 @@ def test_not_decreasing_and_overfitting_golden() -> None:
     assert not overfitting(train, [1.9, 1.6, 1.7, 1.8, 1.9], patience=4)
     assert not overfitting(train, [1.9, 1.6, 1.5, 1.4, 1.3], patience=1)  # still improving
     assert not overfitting([2.0, 1.5, 1.6, 1.7, 1.8], [1.9, 1.6, 1.7, 1.8, 1.9], patience=3)  # train rises too
+    # A one-cycle warmup: the LR still rises after the best evaluation, so the rise is the schedule's ...
+    assert not overfitting(train, [1.9, 1.6, 1.7, 1.8, 1.9], patience=3, lrs=[0.1, 0.2, 0.4, 0.7, 1.0])
+    # ... and once it is back below the LR at the best evaluation, the same losses are overfitting.
+    assert overfitting(train, [1.9, 1.6, 1.7, 1.8, 1.9], patience=3, lrs=[0.1, 0.5, 1.0, 0.7, 0.4])
+    assert overfitting(train, [1.9, 1.6, 1.7, 1.8, 1.9], patience=3, lrs=[1e-3] * 5)  # a constant LR changes nothing
 
 
 @pytest.mark.parametrize(
@@ -182,6 +187,7 @@ def test_not_decreasing_and_overfitting_golden() -> None:
         (lambda: update_ratios([torch.ones(2)], [torch.ones(3)]), r"shapes \(2,\) and \(3,\)"),
         (lambda: overfitting([1.0], [1.0], patience=0), r"patience=0"),
         (lambda: overfitting([1.0], [1.0, 2.0]), r"1 train and 2 val"),
+        (lambda: overfitting([1.0, 2.0], [1.0, 2.0], lrs=[0.1]), r"2 train and 2 val losses and 1 LRs"),
         (lambda: select_modules(nn.ReLU(), "("), r"layers='\('"),
         (lambda: select_params(nn.Linear(1, 1), "["), r"params='\['"),
         (lambda: ActivationRecorder([], bins=-1), r"bins=-1"),
