@@ -501,13 +501,14 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
         summary["baseline/pixel_logreg_acc"] = baseline.test_acc
         summary["baseline/pixel_logreg_test_images"] = baseline.n_test  # at most max_eval of a large test split
         summary["baseline/pixel_logreg_seconds"] = baseline.seconds
-    table.add_row("epochs / optimizer steps", f"{trainer.current_epoch} / {trainer.global_step}")
-    table.add_row("fit time", f"{fit_s:.1f} s")
-    table.add_row("total time (fit + test)", f"{total_s:.1f} s")
-    table.add_row("checkpoint tested", ckpt or "(none saved: the last weights)")
+    # With an ensemble the trainer is model 1's; the total also holds the other models' fits.
+    table.add_row(f"epochs / optimizer steps{first}", f"{trainer.current_epoch} / {trainer.global_step}")
+    table.add_row(f"fit time{first}", f"{fit_s:.1f} s")
+    table.add_row("total time (all fits + test)" if first else "total time (fit + test)", f"{total_s:.1f} s")
+    table.add_row(f"checkpoint tested{first}", ckpt or "(none saved: the last weights)")
     files = _checkpoint_files(trainer)
     if files:
-        table.add_row("checkpoint files", "\n".join(files))
+        table.add_row(f"checkpoint files{first}", "\n".join(files))
     wandb_dir = _wandb_dir(trainer)
     if wandb_dir:
         table.add_row("W&B run", wandb_dir)

@@ -163,9 +163,14 @@ def test_ensemble_fit_trains_scores_reuses_and_resumes_members(tmp_path: Path) -
     assert summary["ensemble/member_test_acc"] == pytest.approx([m["acc"] for m in again.member_metrics])
     assert summary["test/acc"] == pytest.approx(again.member_metrics[0]["acc"])
     assert (work / "run/ensemble_test.csv").is_file()
+    # The summary's trainer rows are model 1's, and say so; the total holds both fits.
+    for label in ("fit time (model 1)", "epochs / optimizer steps (model 1)", "total time (all fits + test)",
+                  "checkpoint tested (model 1)"):
+        assert label in proc.stdout
 
     # Member 2 is exactly the fit a user gets with the next seed.
-    _fit(work, [*args[:-8], "--seed_everything", "4", "--run_dir", "alone", "--ensemble", "1"])
+    alone_proc = _fit(work, [*args[:-8], "--seed_everything", "4", "--run_dir", "alone", "--ensemble", "1"])
+    assert "total time (fit + test)" in alone_proc.stdout and "(model 1)" not in alone_proc.stdout
     alone = _weights(next((work / "alone/checkpoints").glob("best.ckpt")))
     member = _weights(members[1])
     assert alone.keys() == member.keys() and all(torch.equal(alone[k], member[k]) for k in alone)
