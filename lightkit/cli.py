@@ -477,7 +477,7 @@ def _print_summary(trainer: Trainer, results: dict[str, float], fit_s: float, to
     extra = extra or {}
     summary: dict[str, Any] = {k: v for k, v in results.items()}
     table = Table(title="lightkit run summary", show_header=False)
-    first = " (model 1)" if "ensemble/test_acc" in results else ""
+    first = " (model 1)" if extra.get("ensemble") is not None else ""  # an ensemble, scored or not
     for key in ("test/acc", "test/acc_top5", "test/f1", "test/loss", "tta/test_acc", "tta/test_nll",
                 "snapshot/test_ensemble_acc", "snapshot/test_ensemble_nll", "ensemble/test_acc", "ensemble/test_nll"):
         if key in results:

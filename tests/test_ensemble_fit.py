@@ -194,8 +194,9 @@ def test_ensemble_members_keep_a_seeded_split(tmp_path: Path) -> None:
     data = _digits(tmp_path / "flat", 12, splits=False)
     work = tmp_path / "work"
     work.mkdir()
-    _fit(work, ["--config", str(REPO / "configs/folder.yaml"), "--data.init_args.root", str(data), *SMALL,
-                "--seed_everything", "5", "--ensemble", "2", "--run_dir", "run", "--test_after_fit", "false"])
+    proc = _fit(work, ["--config", str(REPO / "configs/folder.yaml"), "--data.init_args.root", str(data), *SMALL,
+                       "--seed_everything", "5", "--ensemble", "2", "--run_dir", "run", "--test_after_fit", "false"])
+    assert "fit time (model 1)" in proc.stdout and "total time (all fits + test)" in proc.stdout  # scored or not
     record = json.loads((work / "run/member_1/member.json").read_text())
     cmd = record["command"]
     assert cmd[len(cmd) - 1 - cmd[::-1].index("--data.init_args.seed") + 1] == "5"

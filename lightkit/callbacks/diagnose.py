@@ -108,13 +108,14 @@ class Diagnose(Callback):
     - ``overfitting``: validation loss above its best for ``overfit_patience`` evaluations while the
       training loss kept falling, and the LR is not above its value at the best evaluation (a warmup or a
       one-cycle's rising half lifts the validation loss by itself; :func:`lightkit.functional.stats.overfitting`).
-      When a ``ModelCheckpoint`` keeps the best weights by the same validation loss (``mode: min``), the
-      finding is an info line, not a warning: those weights are from before the rise (the lightkit CLI tests
-      the best checkpoint after ``fit``).
+      When the trainer's checkpoint callback (its first ``ModelCheckpoint``) keeps the best weights by the same
+      validation loss (``mode: min``, ``save_top_k`` not 0), the finding is an info line, not a warning: those
+      weights are from before the rise (``ckpt_path='best'``; the lightkit CLI tests them after ``fit``).
     - ``noisy_loss``: detrended coefficient of variation of the last ``window`` step losses at least
       ``noise_cv`` (:func:`lightkit.functional.stats.loss_noise`), ignored once the loss is under 5 %
-      of its initial value. Not checked while :class:`~lightkit.callbacks.mixing.MixUpCutMix` is in the
-      trainer's callbacks: a mixed batch's loss differs from a clean one's by design (one info line says so).
+      of its initial value. Not checked while a :class:`~lightkit.callbacks.mixing.MixUpCutMix` in the trainer's
+      callbacks mixes batches (``prob > 0``, outside its ``off_last_epochs``): a mixed batch's loss differs from a
+      clean one's by design (one info line says so).
     - ``loss_not_decreasing``: after ``plateau_steps`` steps the mean of the last ``window`` losses has
       not fallen ``min_decrease`` below the mean of the first 10.
 
@@ -214,7 +215,7 @@ class Diagnose(Callback):
         self._params: list[tuple[str, torch.nn.Parameter]] = []
         self._batch_step = 0
         self._due = False
-        self._check_noise = True  # off in setup when MixUpCutMix mixes the batches
+        self._mixing: Any = None  # the MixUpCutMix that mixes this fit's batches (setup), if any
         self._grads: Tensor | None = None
         self._has_grad: list[bool] = []
 
@@ -233,6 +234,7 @@ class Diagnose(Callback):
         self.divergence: str = "nonfinite_loss"  # which kind of divergence nonfinite_step records
         self.checkpoint_steps: list[int] = []
         self.last_checked = -1
+        self.last_mixed = -1  # the last step whose batch MixUpCutMix mixed: its loss stays in the window a while
         self._pending: list[tuple[int, Tensor]] = []
         self._warned_bad_checkpoint = False
 
@@ -253,8 +255,8 @@ class Diagnose(Callback):
         self._params = list(pl_module.named_parameters())
         from lightkit.callbacks.mixing import MixUpCutMix
 
-        mixing = next((cb for cb in trainer.callbacks if isinstance(cb, MixUpCutMix)), None)
-        self._check_noise = mixing is None
+        mixing = next((cb for cb in trainer.callbacks if isinstance(cb, MixUpCutMix) and cb.prob > 0), None)
+        self._mixing = mixing
         if mixing is not None:
             rank_zero_info(f"Diagnose: noisy_loss not checked: MixUpCutMix mixes {mixing.prob:.0%} of training "
                            "batches, so the step loss varies by design.")
@@ -268,6 +270,8 @@ class Diagnose(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
         self._batch_step = step
+        if self._mixing is not None and self._mixing.active(trainer, pl_module):
+            self.last_mixed = step
         self._due = (
             trainer.is_global_zero and not trainer.sanity_checking and not paused(trainer, pl_module)
             and self.nonfinite_step is None and step % self.every_n_steps == 0 and step != self.last_checked
@@ -487,7 +491,8 @@ class Diagnose(Callback):
                     self._warn("no_gradient", step,
                                message("no_gradient", terms, count=len(missing), step=step, layers=name_list(missing)),
                                missing)
-        if self._check_noise and len(self.recent) == self.window and math.isfinite(start) and now >= 0.05 * start:
+        mixed = self.last_mixed >= 0 and step - self.last_mixed <= self.window  # a mixed loss is in the window
+        if not mixed and len(self.recent) == self.window and math.isfinite(start) and now >= 0.05 * start:
             cv = loss_noise(list(self.recent))
             if math.isfinite(cv) and cv >= self.noise_cv:
                 self._warn("noisy_loss", step,
@@ -497,9 +502,11 @@ class Diagnose(Callback):
                        message("loss_not_decreasing", terms, seen=self.seen, now=now, initial=start))
 
     def _keeps_best(self, trainer: Trainer) -> bool:
-        """Whether a ModelCheckpoint saves the weights with the lowest ``val_loss``."""
-        return any(isinstance(cb, ModelCheckpoint) and cb.monitor == self.val_loss and cb.mode == "min"
-                   for cb in getattr(trainer, "callbacks", []))
+        """Whether the trainer's checkpoint callback (the first ModelCheckpoint: the one ``ckpt_path='best'`` and the
+        lightkit CLI's test after ``fit`` use) saves the weights with the lowest ``val_loss``."""
+        cb = getattr(trainer, "checkpoint_callback", None)
+        return (isinstance(cb, ModelCheckpoint) and cb.monitor == self.val_loss and cb.mode == "min"
+                and cb.save_top_k != 0)
 
     def _warn(self, kind: DiagnosisKind, step: int, message: str, layers: list[str] | None = None,
               note: bool = False) -> None:
@@ -530,6 +537,7 @@ class Diagnose(Callback):
             "divergence": self.divergence,
             "checkpoint_steps": list(self.checkpoint_steps),
             "last_checked": self.last_checked,
+            "last_mixed": self.last_mixed,
             "pending": [[s, v] for (s, _), v in zip(self._pending, pending, strict=True)],
         }
 
@@ -549,4 +557,5 @@ class Diagnose(Callback):
         self.divergence = str(state_dict.get("divergence", "nonfinite_loss"))
         self.checkpoint_steps = [int(s) for s in state_dict["checkpoint_steps"]]
         self.last_checked = int(state_dict["last_checked"])
+        self.last_mixed = int(state_dict.get("last_mixed", -1))
         self._pending = [(int(s), torch.tensor(float(v))) for s, v in state_dict["pending"]]

@@ -222,12 +222,20 @@ def test_overfitting_waits_while_the_lr_rises() -> None:
     assert len(resumed.eval_lr) == 5 and all(math.isnan(v) for v in resumed.eval_lr)
 
 
-@pytest.mark.parametrize(("monitor", "mode", "note"), [("val/loss", "min", True), ("val/acc", "max", False)])
+@pytest.mark.parametrize(
+    ("checkpoint", "note"),
+    [
+        (ModelCheckpoint(monitor="val/loss", mode="min"), True),  # the recipe's: best val/loss weights are tested
+        (ModelCheckpoint(monitor="val/acc", mode="max"), False),
+        (ModelCheckpoint(monitor="val/loss", mode="min", save_top_k=0), False),  # keeps nothing
+        (ModelCheckpoint(), False),  # the last weights
+    ],
+)
 def test_overfitting_is_an_info_line_when_the_best_checkpoint_is_kept(
-    monitor: str, mode: str, note: bool, caplog: pytest.LogCaptureFixture
+    checkpoint: ModelCheckpoint, note: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     diagnose, trainer = Diagnose(overfit_patience=2), _fake_trainer()
-    trainer.callbacks = [ModelCheckpoint(monitor=monitor, mode=mode)]
+    trainer.checkpoint_callback = checkpoint  # the trainer's first ModelCheckpoint: what ckpt_path='best' uses
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")
         for i, val in enumerate([1.9, 1.6, 1.7, 1.8]):
@@ -236,31 +244,42 @@ def test_overfitting_is_an_info_line_when_the_best_checkpoint_is_kept(
     assert _kinds(diagnose) == ["overfitting"]
     warned = [str(w.message) for w in caught if "overfitting" in str(w.message)]
     logged = [r.getMessage() for r in caplog.records if "overfitting" in r.getMessage()]
-    if note:  # the recipe's case: the weights tested are from before the rise
+    if note:
         assert warned == [] and logged == [diagnose.findings[0].message]
         assert re.search(r"above its best 1\.6 for 2 evaluations \(now 1\.8\) .*: overfitting; a ModelCheckpoint keeps "
                          r"the best val/loss weights", logged[0])
     else:
-        assert len(warned) == 1 and "Regularise" in warned[0]
+        assert len(warned) == 1 and "Regularise" in warned[0] and logged == []
+
+
+def _mixing_trainer(epoch: int, max_epochs: int = 10) -> SimpleNamespace:
+    trainer = _fake_trainer()
+    trainer.training, trainer.current_epoch, trainer.max_epochs = True, epoch, max_epochs
+    return trainer
 
 
 def test_noisy_loss_is_not_checked_while_batches_are_mixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # MixUp/CutMix on half the batches: mixed and clean batches' losses differ by design.
-    diagnose = Diagnose(every_n_steps=5, window=10, plateau_steps=1000)
-    mixing = MixUpCutMix(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5)
+    diagnose = Diagnose(every_n_steps=5, window=10, plateau_steps=1000, warn_every_n_steps=1)
+    mixing = MixUpCutMix(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5, off_last_epochs=2)
     with caplog.at_level(logging.INFO):
         diagnose.setup(Trainer(default_root_dir=tmp_path, logger=False, callbacks=[mixing, diagnose]), Net(), "fit")
     assert any(r.getMessage() == "Diagnose: noisy_loss not checked: MixUpCutMix mixes 50% of training batches, so "
                "the step loss varies by design." for r in caplog.records)
-    trainer = _fake_trainer()
+    trainer = _mixing_trainer(epoch=0)
     _feed(diagnose, trainer, [0.5, 3.0] * 30)
-    assert diagnose.findings == []
-    # Without it the same losses are reported.
-    plain = Diagnose(every_n_steps=5, window=10, plateau_steps=1000)
-    plain.setup(Trainer(default_root_dir=tmp_path, logger=False, callbacks=[plain]), Net(), "fit")
+    assert diagnose.findings == [] and diagnose.last_mixed == 59
+    # In off_last_epochs the batches are clean again: once the window holds no mixed loss, noise is reported.
+    trainer.current_epoch = 8
     with pytest.warns(UserWarning, match=r"very noisy"):
-        _feed(plain, _fake_trainer(), [0.5, 3.0] * 30)
-    assert _kinds(plain)[:1] == ["noisy_loss"]
+        _feed(diagnose, trainer, [0.5, 3.0] * 10)
+    assert [f.step for f in diagnose.findings if f.kind == "noisy_loss"] == [70, 75]  # steps 60-69 waited
+    # prob 0 mixes nothing, and the check stays on.
+    plain = Diagnose(every_n_steps=5, window=10, plateau_steps=1000)
+    plain.setup(Trainer(default_root_dir=tmp_path, logger=False, callbacks=[MixUpCutMix(prob=0.0), plain]), Net(), "fit")
+    with pytest.warns(UserWarning, match=r"very noisy"):
+        _feed(plain, _mixing_trainer(epoch=0), [0.5, 3.0] * 30)
+    assert _kinds(plain)[:1] == ["noisy_loss"] and plain.last_mixed == -1
 
 
 def test_noisy_loss_warns_once_per_interval() -> None:
