@@ -276,7 +276,8 @@ def test_noisy_loss_is_not_checked_while_batches_are_mixed(tmp_path: Path, caplo
     assert [f.step for f in diagnose.findings if f.kind == "noisy_loss"] == [70, 75]  # steps 60-69 waited
     # prob 0 mixes nothing, and the check stays on.
     plain = Diagnose(every_n_steps=5, window=10, plateau_steps=1000)
-    plain.setup(Trainer(default_root_dir=tmp_path, logger=False, callbacks=[MixUpCutMix(prob=0.0), plain]), Net(), "fit")
+    no_mixing = Trainer(default_root_dir=tmp_path, logger=False, callbacks=[MixUpCutMix(prob=0.0), plain])
+    plain.setup(no_mixing, Net(), "fit")
     with pytest.warns(UserWarning, match=r"very noisy"):
         _feed(plain, _mixing_trainer(epoch=0), [0.5, 3.0] * 30)
     assert _kinds(plain)[:1] == ["noisy_loss"] and plain.last_mixed == -1
