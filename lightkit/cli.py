@@ -88,7 +88,8 @@ class LightkitCLI(LightningCLI):
         )
         parser.add_argument(
             "--summary_json", type=str | None, default=None,
-            help="After fit, also write the summary table (test metrics, steps, baseline, verdicts) to this JSON file.",
+            help="fit: also write the summary table (test metrics, steps, baseline, verdicts) to this JSON file; "
+                 "test: the test metrics (with --ensemble_ckpts: the ensemble's and each member's).",
         )
         parser.add_argument(
             "--run_dir", type=str | None, default=None,
@@ -324,6 +325,9 @@ class LightkitCLI(LightningCLI):
 
     # -- predict / test ----------------------------------------------------------------------
     def before_predict(self) -> None:
+        if self.config[self.subcommand].get("summary_json"):
+            raise UsageError("--summary_json is written by fit and test; predict writes its predictions to a CSV in "
+                             "the run folder: remove --summary_json.")
         if self.config[self.subcommand].get("ensemble_ckpts"):
             return
         if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
@@ -341,8 +345,24 @@ class LightkitCLI(LightningCLI):
             if datamodule is not None and getattr(datamodule, "predict_path", None) is not None:
                 raise ValueError("test --ensemble_ckpts scores the test split; remove data.init_args.predict_path "
                                  "(or run `predict` to label your own images).")
-            return self._ensemble(list(ckpts), model, datamodule, "ensemble_test.csv")
-        return self.trainer.test(model, datamodule=datamodule, **kwargs)
+            result = self._ensemble(list(ckpts), model, datamodule, "ensemble_test.csv")
+            self._write_test_json({
+                **{f"ensemble/test_{k}": v for k, v in result.metrics.items()},
+                "ensemble/members": list(result.ckpt_paths),
+                **{f"ensemble/member_test_{k}": [m[k] for m in result.member_metrics] for k in result.metrics},
+            })
+            return result
+        out = self.trainer.test(model, datamodule=datamodule, **kwargs)
+        self._write_test_json({**{k: float(v) for k, v in (out[0] if out else {}).items()},
+                               "checkpoint": kwargs.get("ckpt_path")})
+        return out
+
+    def _write_test_json(self, summary: dict[str, Any]) -> None:
+        """``test --summary_json``: the figures the test printed, as JSON (rank zero)."""
+        path = self.config[self.subcommand].get("summary_json")
+        if path and self.trainer.is_global_zero:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(json.dumps(summary, indent=2))
 
     def _ensemble(self, ckpts: list[str], model: LightningModule, datamodule: LightningDataModule | None,
                   csv_name: str) -> EnsembleResult:

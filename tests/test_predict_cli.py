@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 from lightkit.cli import main
 from lightkit.data.images import decode_images, normalize, resize_images
+from lightkit.edge import UsageError
 from lightkit.export import load_classifier
 
 HEADER = ["input", "label", "probability", "top2_label", "top2_probability", "top3_label", "top3_probability"]
@@ -165,7 +167,30 @@ def test_test_checkpoint_ensemble_scores_members(ckpt: Path, second_ckpt: Path, 
     assert f"{acc:.4f}" in out  # the ensemble row of the table is scored on these labels
 
 
+def test_test_summary_json_has_the_printed_figures(ckpt: Path, second_ckpt: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # With --ensemble_ckpts: the ensemble's and each member's figures, as the table prints them.
+    main(["test", "--config", _config(tmp_path, writer=False), "--ensemble_ckpts", f"[{ckpt},{second_ckpt}]",
+          "--summary_json", str(tmp_path / "ens.json")])
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "ens.json").read_text())
+    assert summary["ensemble/members"] == [str(ckpt), str(second_ckpt)]
+    assert len(summary["ensemble/member_test_acc"]) == len(summary["ensemble/member_test_nll"]) == 2
+    for value in (summary["ensemble/test_acc"], summary["ensemble/test_nll"], *summary["ensemble/member_test_acc"]):
+        assert f"{value:.4f}" in out
+    # A plain test: the test metrics and the checkpoint.
+    main(["test", "--config", _config(tmp_path, writer=False), "--ckpt_path", str(ckpt),
+          "--summary_json", str(tmp_path / "one.json")])
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["checkpoint"] == str(ckpt) and one["test/acc"] == pytest.approx(summary["ensemble/member_test_acc"][0],
+                                                                              abs=1e-4)
+
+
 def test_ensemble_ckpts_errors(ckpt: Path, tmp_path: Path, image_dir: tuple[Path, list[Path], Path]) -> None:
+    with pytest.raises(UsageError, match=r"--summary_json is written by fit and test; predict writes its predictions"):
+        main(["predict", "--config", _config(tmp_path, writer=False), "--data.init_args.predict_path",
+              str(image_dir[0]), "--ckpt_path", str(ckpt), "--summary_json", str(tmp_path / "p.json")])
+    assert not (tmp_path / "p.json").exists() and not (tmp_path / "run" / "predictions.csv").exists()
     with pytest.raises(ValueError, match="an ensemble needs two or more paths"):
         main(["predict", "--config", _config(tmp_path, writer=False), "--ensemble_ckpts", f"[{ckpt}]"])
     with pytest.raises(ValueError, match=r"do not exist"):
