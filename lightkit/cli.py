@@ -244,10 +244,7 @@ class LightkitCLI(LightningCLI):
                 extra["verdicts"].insert(0, self._diverged_note)
             total = time.perf_counter() - self._t0
             summary = _print_summary(trainer, results, fit_seconds, total, ckpt, log_dir, extra)
-            if cfg.get("summary_json"):
-                path = Path(cfg["summary_json"])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(summary, indent=2))
+            self._write_summary_json(summary)
             _finish_wandb(trainer)
 
     def _ensemble_members(self, ckpt: str, score: bool) -> EnsembleResult | None:
@@ -346,19 +343,19 @@ class LightkitCLI(LightningCLI):
                 raise ValueError("test --ensemble_ckpts scores the test split; remove data.init_args.predict_path "
                                  "(or run `predict` to label your own images).")
             result = self._ensemble(list(ckpts), model, datamodule, "ensemble_test.csv")
-            self._write_test_json({
+            self._write_summary_json({
                 **{f"ensemble/test_{k}": v for k, v in result.metrics.items()},
                 "ensemble/members": list(result.ckpt_paths),
                 **{f"ensemble/member_test_{k}": [m[k] for m in result.member_metrics] for k in result.metrics},
             })
             return result
         out = self.trainer.test(model, datamodule=datamodule, **kwargs)
-        self._write_test_json({**{k: float(v) for k, v in (out[0] if out else {}).items()},
+        self._write_summary_json({**{k: float(v) for k, v in (out[0] if out else {}).items()},
                                "checkpoint": kwargs.get("ckpt_path")})
         return out
 
-    def _write_test_json(self, summary: dict[str, Any]) -> None:
-        """``test --summary_json``: the figures the test printed, as JSON (rank zero)."""
+    def _write_summary_json(self, summary: dict[str, Any]) -> None:
+        """``--summary_json``: the figures the fit / test printed, as JSON (rank zero)."""
         path = self.config[self.subcommand].get("summary_json")
         if path and self.trainer.is_global_zero:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

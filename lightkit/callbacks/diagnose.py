@@ -332,17 +332,13 @@ class Diagnose(Callback):
         if overfitting(self.eval_train, self.eval_val, self.overfit_patience, self.eval_lr):
             best = min(range(len(self.eval_val)),
                        key=lambda i: self.eval_val[i] if math.isfinite(self.eval_val[i]) else math.inf)
+            kept = self._keeps_best(trainer)
             text = message(
-                "overfitting", self._terms, best=self.eval_val[best], since=len(self.eval_val) - 1 - best,
-                now=self.eval_val[-1], train_then=self.eval_train[best], train_now=self.eval_train[-1],
-                key=self.val_loss,
+                "overfitting_kept" if kept else "overfitting", self._terms, best=self.eval_val[best],
+                since=len(self.eval_val) - 1 - best, now=self.eval_val[-1], train_then=self.eval_train[best],
+                train_now=self.eval_train[-1], key=self.val_loss,
             )
-            if self._keeps_best(trainer):
-                text = (text.split(": overfitting.")[0] + f": overfitting; a ModelCheckpoint keeps the best "
-                        f"{self.val_loss} weights, from before the rise (test them: ckpt_path='best').")
-                self._warn("overfitting", trainer.global_step, text, note=True)
-            else:
-                self._warn("overfitting", trainer.global_step, text)
+            self._warn("overfitting", trainer.global_step, text, note=kept)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer, keep_last=False)

@@ -106,6 +106,12 @@ MESSAGES: dict[str, str] = {
         "{weight_decay}, {label_smoothing}, augmentation) or stop early (EarlyStopping on {key}, fewer "
         "{max_epochs}) and keep the best checkpoint."
     ),
+    # The same finding when the trainer's checkpoint callback keeps the best weights by that loss (an info line).
+    "overfitting_kept": (
+        "Diagnose: validation loss has stayed above its best {best:.4g} for {since} evaluations (now {now:.4g}) while "
+        "training loss fell ({train_then:.4g} -> {train_now:.4g}): overfitting; a ModelCheckpoint keeps the best "
+        "{key} weights, from before the rise (test them: ckpt_path='best')."
+    ),
     "noisy_loss": (
         "Diagnose: training loss is very noisy at step {step} (detrended coefficient of variation {cv:.2f} >= "
         "noise_cv={limit:g} over the last {window} steps): the batch is too small or the LR too high. Raise "
