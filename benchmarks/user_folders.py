@@ -7,7 +7,8 @@ split from disk:
 - ``recipe``: ``python cli.py fit --config configs/folder.yaml --data.init_args.root DIR ...``
 - ``quickstart``: today's ``configs/quickstart.yaml`` with ``--data lightkit.data.ImageFolderDataModule``
 - ``logreg`` / ``svc``: scikit-learn on the raw pixels (<= 16x16, standardised), C chosen on val
-- ``fastai``: ``lr_find`` (valley) + ``fine_tune`` on the same MNIST-5k resnet10t encoder weights, with
+- ``fastai``: ``lr_find`` (valley) + ``fine_tune`` on the recipe's MNIST-5k resnet10t encoder weights (its
+  ``pretrained`` mapping: the 20-epoch encoder for gray data, the 3-epoch one for colour), with
   fastai's ``create_head`` and default ``aug_transforms`` (no flips on digits), 32 px, and a budget of
   optimizer steps equal to the recipe's floor (``--fastai_steps``, 400). Gray data: ``in_chans=1``;
   colour data: ``in_chans=3``, the pretrained 1-channel stem repeated and scaled (as the recipe does).
@@ -49,7 +50,15 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "lightkit/assets/mnist5k_resnet10t.safetensors"
+
+
+def recipe_weights() -> object:
+    """``configs/folder.yaml``'s ``pretrained`` (a mapping by channels): the fastai arm starts from the same weights."""
+    import yaml
+
+    return yaml.safe_load((REPO / "configs/folder.yaml").read_text())["model"]["init_args"]["pretrained"]
+
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline",
                "WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true", "GLOO_SOCKET_IFNAME": "lo"}
 for _key, _value in OFFLINE_ENV.items():
@@ -331,7 +340,7 @@ def run_fastai(root: Path, seed: int, steps: int, flip: bool = True, batch_size:
 
     with Image.open(train[0]) as img:
         gray = img.mode == "L"
-    encoder = create_encoder("resnet10t", pretrained=str(WEIGHTS), in_chans=1 if gray else 3)
+    encoder = create_encoder("resnet10t", pretrained=recipe_weights(), in_chans=1 if gray else 3)
     stats = encoder_data_config(encoder)
     encoder.reset_classifier(0, global_pool="")  # feature maps out: fastai's head pools (concat pool)
     head = create_head(encoder.num_features, len(classes))

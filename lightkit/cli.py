@@ -435,8 +435,8 @@ def _wandb_dir(trainer: Trainer) -> str | None:
 
 
 def _resolve_pretrained_path(cfg: Any) -> None:
-    """A relative ``model.init_args.pretrained`` path is looked up next to the config file(s) first,
-    then in the working directory, and replaced by the absolute path found.
+    """A relative ``model.init_args.pretrained`` path (or one in a mapping of weights by channels) is looked
+    up next to the config file(s) first, then in the working directory, and replaced by the absolute path found.
 
     Raises:
         PretrainedWeightsError: a path-like value found in neither place.
@@ -447,18 +447,24 @@ def _resolve_pretrained_path(cfg: Any) -> None:
     model = cfg.get("model")
     init = model.get("init_args") if hasattr(model, "get") else None
     value = init.get("pretrained") if init is not None else None
-    if not isinstance(value, str) or not value.endswith(_WEIGHT_SUFFIXES) or Path(value).expanduser().is_absolute():
-        return
     config_dirs = [Path(str(c)).resolve().parent for c in (cfg.get("config") or []) if c]
-    candidates = [d / value for d in config_dirs] + [Path.cwd() / value]
-    for candidate in candidates:
-        if candidate.is_file():
-            init["pretrained"] = str(candidate)
-            return
-    raise PretrainedWeightsError(
-        f"pretrained={value!r}: no such file next to the config ({', '.join(map(str, config_dirs)) or 'none given'}) "
-        f"or in the working directory {Path.cwd()}; give an absolute path, or lightkit:<name> for packaged weights."
-    )
+
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, str) or not value.endswith(_WEIGHT_SUFFIXES) or Path(value).expanduser().is_absolute():
+            return value
+        for candidate in [d / value for d in config_dirs] + [Path.cwd() / value]:
+            if candidate.is_file():
+                return str(candidate)
+        where = ", ".join(map(str, config_dirs)) or "none given"
+        raise PretrainedWeightsError(
+            f"pretrained={value!r}: no such file next to the config ({where}) "
+            f"or in the working directory {Path.cwd()}; give an absolute path, or lightkit:<name> for packaged weights."
+        )
+
+    if isinstance(value, dict):
+        init["pretrained"] = {key: resolve(choice) for key, choice in value.items()}
+    elif value is not None:
+        init["pretrained"] = resolve(value)
 
 
 def _after_fit_checks(trainer: Trainer, datamodule: Any, results: dict[str, float], test_counts: list[int] | None,

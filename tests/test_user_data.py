@@ -172,6 +172,15 @@ def test_relative_weights_path_resolves_next_to_the_config(tmp_path: Path, monke
     assert cli.model.encoder.lightkit_pretrained_source == str(project / "weights" / "w.safetensors")
     assert cli.model.hparams.in_chans == 1  # gray PNGs: one channel, linked into the model
 
+    # the same path as the 1-channel entry of a mapping of weights by channels
+    mapping = "pretrained: {1: weights/w.safetensors, 3: lightkit:mnist5k_resnet10t}"
+    config.write_text(config.read_text().replace("pretrained: weights/w.safetensors", mapping))
+    cli = main(["--config", str(config), "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"],
+               run=False)
+    assert cli.model.encoder.lightkit_pretrained_source == str(project / "weights" / "w.safetensors")
+    chosen = {int(k): v for k, v in cli.model.hparams.pretrained.items()}  # the parser may keep the keys as text
+    assert chosen == {1: str(project / "weights" / "w.safetensors"), 3: "lightkit:mnist5k_resnet10t"}
+
     config.write_text(config.read_text().replace("weights/w.safetensors", "weights/missing.safetensors"))
     with pytest.raises(PretrainedWeightsError, match=r"'weights/missing.safetensors': no such file next to the config"):
         main(["--config", str(config), "--trainer.logger=false"], run=False)
@@ -183,6 +192,25 @@ def test_gray_folder_meets_the_one_channel_packaged_encoder(tmp_path: Path) -> N
                 "--trainer.logger=false"], run=False)
     assert isinstance(cli.datamodule, ImageFolderDataModule) and cli.datamodule.in_chans == 1
     assert cli.model.encoder.conv1[0].weight.shape[1] == 1
+    # gray data takes the mapping's 1-channel entry: the encoder pretrained longer on gray digits
+    assert cli.model.encoder.lightkit_pretrained_source.endswith("mnist5k_resnet10t_aug20.safetensors")
+
+
+def test_colour_folder_takes_the_recipes_three_channel_encoder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / c / f"{i}.png")
+    cli = main(["--config", str(REPO / "configs/folder.yaml"), f"--data.init_args.root={tmp_path / 'images'}",
+                "--trainer.logger=false"], run=False)
+    assert cli.datamodule.in_chans == 3
+    assert cli.model.encoder.lightkit_pretrained_source.endswith("/mnist5k_resnet10t.safetensors")
+    # one value on the command line replaces the mapping (the README's switch to other weights)
+    cli = main(["--config", str(REPO / "configs/folder.yaml"), f"--data.init_args.root={tmp_path / 'images'}",
+                "--trainer.logger=false", "--model.init_args.pretrained=lightkit:mnist5k_resnet10t_aug20"], run=False)
+    assert cli.model.encoder.lightkit_pretrained_source.endswith("mnist5k_resnet10t_aug20.safetensors")
 
 
 @pytest.mark.slow

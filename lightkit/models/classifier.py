@@ -97,7 +97,8 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         encoder: timm model name (``resnet18``, ``resnet18.a1_in1k``, ``hf-hub:timm/...``).
         num_classes: number of classes (linked from the data module by the CLI).
         pretrained: ``false``, ``true``, a local weights file / lightkit checkpoint, ``local-dir:``
-            folder or Hugging Face repo id; see :func:`lightkit.models.encoder.create_encoder`.
+            folder or Hugging Face repo id, or a mapping from input channels to any of these
+            (``{1: ..., 3: ...}``: the entry for ``in_chans``); see :func:`lightkit.models.encoder.create_encoder`.
         in_chans: input channels (linked from the data module by the CLI).
         hidden: hidden widths of the head (empty: linear head).
         dropout: dropout before each head layer.
@@ -121,7 +122,7 @@ class ImageClassifier(EpochMetricLogging, LightningModule):
         self,
         encoder: str = "resnet18",
         num_classes: int = 10,
-        pretrained: bool | str = False,
+        pretrained: bool | str | dict[str, bool | str] = False,
         in_chans: int = 3,
         hidden: list[int] | None = None,
         dropout: float = 0.0,

@@ -24,6 +24,7 @@ from lightkit.models.weights import (
     fit_state_dict,
     read_state_dict,
     resolve_packaged,
+    select_by_channels,
 )
 
 __all__ = [
@@ -113,7 +114,7 @@ def _offline_message(model_name: str, pretrained: bool | str, repo_id: str | Non
 
 def create_encoder(
     name: str,
-    pretrained: bool | str = False,
+    pretrained: bool | str | dict[int, bool | str] = False,
     in_chans: int = 3,
     drop_path_rate: float | None = None,
     probe_timeout: float = 3.0,
@@ -128,7 +129,9 @@ def create_encoder(
             checkpoint (``.ckpt``, whose ``encoder.*`` weights are taken); ``lightkit:<name>`` for
             weights shipped with lightkit (``lightkit:mnist5k_resnet10t``, found from any folder);
             ``local-dir:/folder`` written by ``timm.models.save_for_hf``; or a Hugging Face repo id
-            (``timm/resnet18.a1_in1k``). A relative path is taken from the working directory.
+            (``timm/resnet18.a1_in1k``). A relative path is taken from the working directory. A mapping
+            from input channels to any of these (``{1: lightkit:mnist5k_resnet10t_aug20, 3: ...}``)
+            takes the entry for ``in_chans`` (:func:`lightkit.models.weights.select_by_channels`).
         in_chans: input channels; a pretrained stem with another channel count is adapted
             (:func:`timm.models.adapt_input_conv`: summed to 1 channel, repeated and scaled to 3).
         drop_path_rate: stochastic depth rate, where the architecture supports it.
@@ -137,10 +140,11 @@ def create_encoder(
             :func:`lightkit.models.weights.fit_state_dict`); ``False`` accepts a partial load with a warning.
 
     Raises:
-        PretrainedWeightsError: weights file missing, unreadable or of another architecture, or hub
-            weights neither cached nor reachable. Raised within ``probe_timeout`` seconds, never after a
-            long network hang.
+        PretrainedWeightsError: weights file missing, unreadable or of another architecture, a mapping
+            with no entry for ``in_chans``, or hub weights neither cached nor reachable. Raised within
+            ``probe_timeout`` seconds, never after a long network hang.
     """
+    pretrained = select_by_channels(pretrained, in_chans)  # a mapping by channels: its entry, said in one line
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans}
     if drop_path_rate is not None:
         kwargs["drop_path_rate"] = drop_path_rate

@@ -273,7 +273,7 @@ class MultiTaskClassifier(EpochMetricLogging, LightningModule):
         tasks: list[Task] | None = None,
         encoder: str = "resnet18",
         num_classes: int | None = None,
-        pretrained: bool | str = False,
+        pretrained: bool | str | dict[str, bool | str] = False,
         in_chans: int = 3,
         weighting: Weighting = "fixed",
         dwa_temperature: float = 2.0,

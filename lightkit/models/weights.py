@@ -26,6 +26,7 @@ __all__ = [
     "packaged_weights",
     "read_state_dict",
     "resolve_packaged",
+    "select_by_channels",
 ]
 
 PACKAGED_PREFIX = "lightkit:"
@@ -40,6 +41,40 @@ def packaged_weights() -> list[str]:
     """Names of the weights files that ship with lightkit (``lightkit:<name>``)."""
     folder = resources.files("lightkit") / "assets"
     return sorted(p.name.removesuffix(".safetensors") for p in folder.iterdir() if p.name.endswith(".safetensors"))
+
+
+def select_by_channels(pretrained: object, in_chans: int) -> object:
+    """The weights for ``in_chans`` input channels when ``pretrained`` maps channel counts to weights
+    (``{1: lightkit:mnist5k_resnet10t_aug20, 3: lightkit:mnist5k_resnet10t}``); any other value as it is.
+
+    An encoder pretrained on gray images transfers best to gray images after long training, and to colour
+    ones after less (benchmarks/RESULTS.md, "Recipe tuning"): the mapping lets one config use both, chosen by
+    the channels the data turned out to have.
+
+    Raises:
+        PretrainedWeightsError: a mapping with no entry for ``in_chans``, or with a key that is not 1-4.
+    """
+    if not isinstance(pretrained, dict):
+        return pretrained
+    try:
+        choices = {int(k): v for k, v in pretrained.items()}
+    except (TypeError, ValueError):
+        choices = {}
+    if not choices or any(k not in (1, 2, 3, 4) for k in choices):
+        raise PretrainedWeightsError(
+            f"pretrained={pretrained!r}: a mapping of weights by input channels needs keys 1-4 "
+            f"(e.g. {{1: lightkit:mnist5k_resnet10t_aug20, 3: lightkit:mnist5k_resnet10t}})."
+        )
+    if in_chans not in choices:
+        raise PretrainedWeightsError(
+            f"pretrained={pretrained!r} names no weights for in_chans={in_chans}; add an entry "
+            f"{in_chans}: <weights>, or set data channels to one of {sorted(choices)}."
+        )
+    from lightning.pytorch.utilities import rank_zero_info
+
+    rank_zero_info(f"lightkit: {in_chans}-channel data: encoder weights {choices[in_chans]} (the entry for {in_chans} "
+                   f"in pretrained={pretrained}).")
+    return choices[in_chans]
 
 
 def resolve_packaged(value: str) -> Path:

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 
 from lightkit.models.encoder import create_encoder
-from lightkit.models.weights import PretrainedWeightsError, packaged_weights, resolve_packaged
+from lightkit.models.weights import PretrainedWeightsError, packaged_weights, resolve_packaged, select_by_channels
 
 
 def _save(model: torch.nn.Module, path: Path) -> Path:
@@ -94,3 +94,23 @@ def test_unknown_packaged_name_lists_the_packaged_ones() -> None:
 def test_close_matches_use_edit_distance() -> None:
     with pytest.raises(ValueError, match=r"encoder='resnet1O'.*'resnet10t'"):
         create_encoder("resnet1O")
+
+
+def test_weights_chosen_by_channels() -> None:
+    choices = {1: "lightkit:mnist5k_resnet10t_aug20", 3: "lightkit:mnist5k_resnet10t"}
+    assert select_by_channels(choices, 1) == "lightkit:mnist5k_resnet10t_aug20"
+    assert select_by_channels({"3": False}, 3) is False  # keys as strings (JSON) count too
+    assert select_by_channels("lightkit:mnist5k_resnet10t", 3) == "lightkit:mnist5k_resnet10t"  # not a mapping
+    gray = create_encoder("resnet10t", pretrained=choices, in_chans=1)
+    rgb = create_encoder("resnet10t", pretrained=choices, in_chans=3)
+    assert gray.lightkit_pretrained_source.endswith("mnist5k_resnet10t_aug20.safetensors")
+    assert rgb.lightkit_pretrained_source.endswith("/mnist5k_resnet10t.safetensors")
+    packaged = create_encoder("resnet10t", pretrained="lightkit:mnist5k_resnet10t_aug20", in_chans=1)
+    assert all(torch.equal(v, packaged.state_dict()[k]) for k, v in gray.state_dict().items())
+    assert not torch.equal(gray.state_dict()["conv1.0.weight"], rgb.state_dict()["conv1.0.weight"].sum(1, keepdim=True))
+    with pytest.raises(PretrainedWeightsError, match=r"names no weights for in_chans=3; add an entry 3: <weights>"):
+        create_encoder("resnet10t", pretrained={1: "lightkit:mnist5k_resnet10t"}, in_chans=3)
+    with pytest.raises(PretrainedWeightsError, match=r"pretrained=\{'gray': .*needs keys 1-4"):
+        select_by_channels({"gray": "lightkit:mnist5k_resnet10t"}, 1)
+    with pytest.raises(PretrainedWeightsError, match=r"needs keys 1-4"):
+        select_by_channels({}, 1)
