@@ -290,6 +290,8 @@ def _pretrained(model: nn.Module) -> bool:
     """Whether the module says its encoder starts from pretrained weights (``hparams.pretrained``)."""
     hparams = getattr(model, "hparams", None)
     value = hparams.get("pretrained", False) if hparams is not None else False
+    if isinstance(value, dict):  # weights by channels: the entry for the model's input channels
+        value = {str(k): v for k, v in value.items()}.get(str(hparams.get("in_chans", 3)), False)
     return bool(value) and value not in ("false", "False", "none", "None")
 
 

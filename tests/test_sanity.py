@@ -125,6 +125,12 @@ def test_below_chance_passes_only_with_a_pretrained_encoder(data: tuple[list, li
     model.hparams["pretrained"] = "encoder.safetensors"
     result = initial_loss_check(model, data[0])
     assert result.passed and result.measured["pretrained"] and "pretrained encoder" in result.message
+    # weights by channels: the entry for the model's own channels decides
+    model.hparams["in_chans"] = 1
+    model.hparams["pretrained"] = {3: "encoder.safetensors", 1: False}
+    assert not initial_loss_check(model, data[0]).passed
+    model.hparams["pretrained"] = {"3": False, "1": "encoder.safetensors"}
+    assert initial_loss_check(model, data[0]).passed
 
 
 def test_label_smoothing_keeps_ln_c_expected(data: tuple[list, list]) -> None:
