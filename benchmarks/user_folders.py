@@ -397,8 +397,15 @@ def load_results(path: Path) -> dict:
 
 
 def merge(results: dict, run: dict) -> None:
+    """Add ``run``, replacing the run of the same (dataset, seed, arm). A recipe ensemble also gives the
+    ``recipe_single`` row: its model 1, which is the single-model fit (``--ensemble 1``) bit for bit."""
     key = (run["dataset"], run["seed"], run["arm"])
     results["runs"] = [r for r in results["runs"] if (r["dataset"], r["seed"], r["arm"]) != key] + [run]
+    members = run.get("member_test_acc")
+    if run["arm"] == "recipe" and members:
+        merge(results, {**{k: v for k, v in run.items() if k not in ("member_test_acc", "one_class", "seconds")},
+                        "arm": "recipe_single", "test_acc": members[0],
+                        "derived_from": "recipe: model 1 of its ensemble (the --ensemble 1 fit)"})
 
 
 def table(results: dict, datasets: list[str] | None = None) -> str:

@@ -119,6 +119,13 @@ def test_table_and_merge(bench, tmp_path) -> None:
                               "one_class": seed == 2})
     bench.merge(results, {"dataset": "digits5", "seed": 1, "arm": "recipe", "test_acc": 0.1, "sizes": sizes})
     assert len(results["runs"]) == 6  # a rerun replaces its (dataset, seed, arm)
+    # an ensemble run also gives its model 1 as the single-model row
+    bench.merge(results, {"dataset": "digits5", "seed": 0, "arm": "recipe", "test_acc": 0.9, "sizes": sizes,
+                          "steps": 400, "member_test_acc": [0.85, 0.8, 0.88]})
+    single = [r for r in results["runs"] if r["arm"] == "recipe_single"]
+    assert len(results["runs"]) == 7 and [(r["seed"], r["test_acc"], r["steps"]) for r in single] == [(0, 0.85, 400)]
+    assert "member_test_acc" not in single[0] and "model 1" in single[0]["derived_from"]
+    assert "| recipe_single | 1 | 85.0 % |" in bench.table(results)
     text = bench.table(results)
     assert ("| recipe | 3 | 90.0 % | 10.0 % | 0: 90.0, 1: 10.0, 2: 95.0 | 400-402 |" in text
             and "seed 1: near chance" in text)
@@ -156,6 +163,10 @@ def test_recipe_variants_parse_and_differ_from_the_recipe_in_one_place(variant, 
     assert recipe.pop("ensemble") == "auto"
     other = printed(REPO / f"benchmarks/recipe_variants/{variant}.yaml")
     assert other.pop("ensemble") == 1
+    # ... and with the 3-epoch encoder, before the recipe took its encoder by the data's channels (part 5)
+    assert {int(k): v for k, v in recipe["model"]["init_args"].pop("pretrained").items()} == {
+        1: "lightkit:mnist5k_resnet10t_aug20", 3: "lightkit:mnist5k_resnet10t"}
+    assert other["model"]["init_args"].pop("pretrained") == "lightkit:mnist5k_resnet10t"
     names = [c["class_path"].rsplit(".", 1)[-1] for c in other["trainer"]["callbacks"]]
     monitors = [c["init_args"].get("monitor") for c in other["trainer"]["callbacks"]
                 if "ModelCheckpoint" in c["class_path"]]
