@@ -430,7 +430,9 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path: Path) -> None:
             LR: {"type": "loguniform", "low": 1e-3, "high": 1.0},
             "model.init_args.optimizer.init_args.weight_decay": {"type": "uniform", "low": 0.0, "high": 0.01},
         },
-        [{"name": "coarse", "n_trials": 8, "max_epochs": 1, "limit_train_batches": 10}],
+        # 30 batches a trial: 8 trials outlast a worker's start-up, so both workers take trials (with 10, on an
+        # idle box, one worker once finished all 8 before the other had imported lightkit)
+        [{"name": "coarse", "n_trials": 8, "max_epochs": 1, "limit_train_batches": 30}],
         pruner_startup_trials=100,
     )  # no pruning: every trial must complete
     path = write(tmp_path / "search.yaml", cfg)
